@@ -1,0 +1,26 @@
+"""pravega-wire: Pravega's segment-store wire protocol (WireCommands v17) and the PDP-36
+connection pool, in Python.
+
+The public API: the codec (``encode``, ``decode``, ``FrameDecoder``), request ids (``Flow``,
+``pack_request_id``, ``unpack_request_id``), the error hierarchy, and ``IMPLEMENTATION``
+("compiled" or "pure"). Commands live in :mod:`pravega_wire.commands`.
+"""
+
+from . import commands
+from .codec import (IMPLEMENTATION, FrameDecoder, decode, encode, pack_request_id,
+                    unpack_request_id)
+from .errors import (AuthenticationError, ConnectionClosedError, ConnectionFailedError,
+                     IncompatibleVersionError, InvalidMessageError, NoSuchSegmentError,
+                     PravegaWireError, RetriesExhaustedError, SegmentSealedError,
+                     SegmentTruncatedError, TimeoutError, TokenExpiredError, WrongHostError)
+from .flow import Flow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMPLEMENTATION", "commands", "encode", "decode", "FrameDecoder", "Flow", "pack_request_id",
+    "unpack_request_id", "PravegaWireError", "InvalidMessageError", "ConnectionFailedError",
+    "ConnectionClosedError", "IncompatibleVersionError", "WrongHostError", "SegmentSealedError",
+    "NoSuchSegmentError", "SegmentTruncatedError", "AuthenticationError", "TokenExpiredError",
+    "RetriesExhaustedError", "TimeoutError",
+]

@@ -1,0 +1,41 @@
+"""Picks the codec implementation once, at import.
+
+The compiled twin (``pravega_wire._codec``, built with Cython) is used when it is installed,
+unless the environment variable ``PRAVEGA_WIRE_NO_EXTENSIONS`` is set to a non-empty value
+other than ``0``; then, or when the extension is missing, the pure-Python twin
+(``pravega_wire._codec_py``) is used. ``IMPLEMENTATION`` says which one loaded. Both twins
+expose the same names and give the same results.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["IMPLEMENTATION", "encode", "decode", "FrameDecoder", "pack_request_id",
+           "unpack_request_id", "encode_utf", "decode_utf", "encode_event", "VIEW_THRESHOLD",
+           "pure_requested", "impl"]
+
+
+def pure_requested() -> bool:
+    """True when ``PRAVEGA_WIRE_NO_EXTENSIONS`` asks for the pure-Python twins."""
+    return os.environ.get("PRAVEGA_WIRE_NO_EXTENSIONS", "") not in ("", "0")
+
+
+if pure_requested():
+    from . import _codec_py as impl
+else:
+    try:
+        from . import _codec as impl  # type: ignore[no-redef]
+    except ImportError:  # no compiler at install time: the pure twin stands in
+        from . import _codec_py as impl  # type: ignore[no-redef]
+
+IMPLEMENTATION: str = impl.IMPLEMENTATION
+encode = impl.encode
+decode = impl.decode
+FrameDecoder = impl.FrameDecoder
+pack_request_id = impl.pack_request_id
+unpack_request_id = impl.unpack_request_id
+encode_utf = impl.encode_utf
+decode_utf = impl.decode_utf
+encode_event = impl.encode_event
+VIEW_THRESHOLD = impl.VIEW_THRESHOLD

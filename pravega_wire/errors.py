@@ -1,0 +1,88 @@
+"""The exception hierarchy of pravega-wire: everything it raises on purpose derives from
+:class:`PravegaWireError`."""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "PravegaWireError", "InvalidMessageError", "ConnectionFailedError", "ConnectionClosedError",
+    "IncompatibleVersionError", "WrongHostError", "SegmentSealedError", "NoSuchSegmentError",
+    "SegmentTruncatedError", "AuthenticationError", "TokenExpiredError", "RetriesExhaustedError",
+    "TimeoutError",
+]
+
+
+class PravegaWireError(Exception):
+    """Base class of every error pravega-wire raises."""
+
+
+class InvalidMessageError(PravegaWireError, ValueError):
+    """Bytes that are not a valid WireCommand (from either codec twin), a command that cannot be
+    encoded (a string over 65 535 bytes, a frame over 16 777 215 bytes, a missing value), or a
+    protocol rule broken by a peer (an append before SetupAppend, ...).
+
+    ``offset``, when known, is the position in the input at which the problem was found.
+    """
+
+    def __init__(self, message: str, offset: int | None = None):
+        super().__init__(message if offset is None else f"{message} (at offset {offset})")
+        self.offset = offset
+
+
+class ConnectionFailedError(PravegaWireError, ConnectionError):
+    """A connection could not be opened, or failed while in use (reset, EOF, bad data, timeout)."""
+
+
+class ConnectionClosedError(ConnectionFailedError):
+    """The connection, flow or client was closed deliberately (by this side) before the
+    operation completed."""
+
+
+class IncompatibleVersionError(ConnectionFailedError):
+    """The peer's Hello announced a wire-version range that does not overlap ours."""
+
+
+class WrongHostError(PravegaWireError):
+    """The segment store does not own the segment (WrongHost)."""
+
+
+class SegmentSealedError(PravegaWireError):
+    """The segment is sealed. ``unacknowledged`` holds events a writer hands back."""
+
+    def __init__(self, message: str = "segment is sealed", unacknowledged=()):
+        super().__init__(message)
+        self.unacknowledged = list(unacknowledged)
+
+
+class NoSuchSegmentError(PravegaWireError):
+    """The segment does not exist. ``unacknowledged`` holds events a writer hands back."""
+
+    def __init__(self, message: str = "no such segment", unacknowledged=()):
+        super().__init__(message)
+        self.unacknowledged = list(unacknowledged)
+
+
+class SegmentTruncatedError(PravegaWireError):
+    """The requested offset lies before the segment's start (or the segment is gone)."""
+
+    def __init__(self, message: str = "segment truncated", start_offset: int = -1):
+        super().__init__(message)
+        self.start_offset = start_offset
+
+
+class AuthenticationError(PravegaWireError):
+    """The delegation token was rejected."""
+
+
+class TokenExpiredError(AuthenticationError):
+    """The delegation token expired; a fresh one may succeed."""
+
+
+class RetriesExhaustedError(PravegaWireError):
+    """An operation kept failing until its retry budget ran out; ``__cause__`` is the last
+    failure."""
+
+
+class TimeoutError(PravegaWireError, builtins.TimeoutError):  # noqa: A001 (shadows on purpose)
+    """An operation did not complete within its bound."""
