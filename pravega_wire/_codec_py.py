@@ -51,14 +51,15 @@ _SAFE_UNKNOWN = _uuid_mod.SafeUUID.unknown
 def pack_request_id(flow_id: int, sequence: int) -> int:
     """``(flow_id << 32) | sequence`` as a signed 64-bit requestId.
 
-    ``flow_id`` is a signed 32-bit int, ``sequence`` an unsigned 32-bit one; all 32 sequence bits
-    are kept (Java masks them to 28, a defect this project does not copy).
+    ``flow_id`` is a signed 32-bit int; ``sequence`` a 32-bit int, signed or unsigned (a negative
+    one stands for its two's-complement bits, as a Java int does). All 32 sequence bits are kept
+    (Java masks them to 28, a defect this project does not copy).
     """
     if not (_I32_MIN <= flow_id <= _I32_MAX):
         raise ValueError(f"flow id {flow_id} is not a signed 32-bit integer")
-    if not (0 <= sequence <= 0xFFFFFFFF):
-        raise ValueError(f"sequence {sequence} is not an unsigned 32-bit integer")
-    return (flow_id << 32) | sequence
+    if not (_I32_MIN <= sequence <= 0xFFFFFFFF):
+        raise ValueError(f"sequence {sequence} is not a 32-bit integer")
+    return (flow_id << 32) | (sequence & 0xFFFFFFFF)
 
 
 def unpack_request_id(request_id: int) -> tuple:
@@ -273,11 +274,8 @@ def _check_int(value, lo, hi, what):
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidMessageError(f"{what} must be an int, got {type(value).__name__}")
     if not (lo <= value <= hi):
-        raise InvalidMessageError(f"{what} = {value} does not fit its {_WIDTH[lo]} field")
+        raise InvalidMessageError(f"{what} = {value} is outside [{lo}, {hi}]")
     return value
-
-
-_WIDTH = {-128: "8-bit", _I32_MIN: "32-bit", _I64_MIN: "64-bit"}
 
 
 def _bytes_of(value, what, nullable=False):
