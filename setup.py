@@ -40,17 +40,16 @@ def _extensions():
 
 
 class OptionalBuildExt(build_ext):
-    """Cythonizes at build time; a failure downgrades to the pure package unless required."""
+    """setuptools' build_ext cythonizes the .pyx sources itself when Cython is importable (a
+    build requirement); a failure downgrades to the pure package unless extensions are required.
+    Compiler directives live in each .pyx header."""
 
     def run(self):
         try:
-            from Cython.Build import cythonize
+            import Cython  # noqa: F401
         except ImportError as e:
             self._give_up(f"Cython is not installed ({e})")
             return
-        self.extensions = cythonize(
-            self.extensions, language_level=3, quiet=True,
-            compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True})
         try:
             super().run()
         except Exception as e:  # noqa: BLE001 - any compiler/link failure
