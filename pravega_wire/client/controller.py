@@ -1,0 +1,604 @@
+"""An asyncio client for Pravega's controller (gRPC), and the routing-key hash.
+
+:class:`ControllerClient` speaks the controller subset of CONTROLLER.md to a real Pravega
+controller or to :class:`pravega_wire.server.controller.EmbeddedController`: scope and stream
+administration, the segments of a stream with their key ranges, segment-store endpoints (cached),
+successors, the head of a stream, and delegation tokens. Failures are typed: connection problems
+raise :class:`~pravega_wire.errors.ConnectionFailedError`, a call that outlives its timeout
+:class:`~pravega_wire.errors.TimeoutError`, a rejected login
+:class:`~pravega_wire.errors.AuthenticationError`, an unknown scope or stream
+:class:`ScopeNotFoundError` / :class:`StreamNotFoundError` (both :class:`LookupError`), and any
+other refusal :class:`ControllerError`. The client does not retry; callers decide.
+
+gRPC is an optional dependency (the ``pravega-wire[grpc]`` extra). This module imports it only
+when a :class:`ControllerClient` is created, so the pure functions (:func:`segment_for_key`,
+:func:`hash_routing_key`, :func:`murmur3_x64_128`, segment naming) work without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import dataclasses
+import random
+import re
+import struct
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, TypeVar
+
+from pravega_wire.errors import (
+    AuthenticationError, ConnectionClosedError, ConnectionFailedError, PravegaWireError,
+    TimeoutError,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT", "ROUTING_KEY_SEED", "ControllerError", "ScopeNotFoundError",
+    "StreamNotFoundError", "InvalidNameError", "SegmentWithRange", "SegmentLocation", "Successor",
+    "ControllerClient", "segment_name", "parse_segment_name", "murmur3_x64_128",
+    "hash_routing_key", "segment_for_key",
+]
+
+#: Default bound, in seconds, on each controller call.
+DEFAULT_TIMEOUT = 30.0
+
+#: Seed of the routing-key hash: Java's ``"EventRouter".hashCode()``, used by Java and Rust.
+ROUTING_KEY_SEED = 1741865571
+
+_SECURE_SCHEMES = frozenset({"tls", "ssl", "tcps", "pravegas"})
+_PLAIN_SCHEMES = frozenset({"tcp", "pravega"})
+_DEFAULT_CONTROLLER_PORT = 9090
+_SEGMENT_SUFFIXES = ("#transaction.", "#transient.")
+_QUALIFIED_NUMBER = re.compile(r"(\d+)(?:\.#epoch\.(\d+))?")
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+class ControllerError(PravegaWireError):
+    """The controller refused a request or failed to answer it. ``status`` names the reason:
+    the controller's status value (``"SCOPE_NOT_EMPTY"``, ``"STREAM_NOT_SEALED"``,
+    ``"FAILURE"``, ...) or the gRPC status code (``"INTERNAL"``, ``"UNIMPLEMENTED"``, ...)."""
+
+    def __init__(self, message: str, status: str = "FAILURE"):
+        super().__init__(message)
+        self.status = status
+
+
+class ScopeNotFoundError(ControllerError, LookupError):
+    """The scope does not exist."""
+
+
+class StreamNotFoundError(ControllerError, LookupError):
+    """The stream (or a segment of it) does not exist."""
+
+
+class InvalidNameError(ControllerError, ValueError):
+    """The controller rejected a scope or stream name."""
+
+
+# ---- segments --------------------------------------------------------------------------------
+
+def segment_name(scope: str, stream: str, segment_id: int) -> str:
+    """The qualified segment name ``<scope>/<stream>/<number>.#epoch.<epoch>`` of the 64-bit
+    segment id ``(epoch << 32) | number`` (the epoch suffix is always written)."""
+    return f"{scope}/{stream}/{segment_id & 0xFFFFFFFF}.#epoch.{segment_id >> 32}"
+
+
+def parse_segment_name(name: str) -> tuple[str, str, int]:
+    """``(scope, stream, segment_id)`` of a qualified segment name. A transaction or transient
+    segment yields its parent segment; a name with two parts has the scope ``""``; a number
+    without ``.#epoch.N`` is in epoch 0. Raises ValueError for anything else."""
+    primary = name
+    for marker in _SEGMENT_SUFFIXES:
+        cut = primary.find(marker)
+        if cut >= 0:
+            primary = primary[:cut]
+    parts = primary.split("/")
+    if len(parts) == 2:
+        parts.insert(0, "")
+    match = _QUALIFIED_NUMBER.fullmatch(parts[-1]) if len(parts) == 3 else None
+    if match is None or not parts[1]:
+        raise ValueError(f"not a qualified segment name: {name!r}")
+    number, epoch = int(match.group(1)), int(match.group(2) or 0)
+    if number > 0x7FFFFFFF or epoch > 0x7FFFFFFF:
+        raise ValueError(f"segment number or epoch out of range in {name!r}")
+    return parts[0], parts[1], (epoch << 32) | number
+
+
+class _SegmentNaming:
+    """Derived views of ``segment_id`` for the segment records below."""
+
+    scope: str
+    stream: str
+    segment_id: int
+
+    @property
+    def number(self) -> int:
+        """The segment number (low 32 bits of the id)."""
+        return self.segment_id & 0xFFFFFFFF
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the segment was created in (high 32 bits of the id)."""
+        return self.segment_id >> 32
+
+    @property
+    def name(self) -> str:
+        """The qualified segment name."""
+        return segment_name(self.scope, self.stream, self.segment_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentWithRange(_SegmentNaming):
+    """A segment and its routing-key range ``[min_key, max_key)``."""
+
+    scope: str
+    stream: str
+    segment_id: int
+    min_key: float
+    max_key: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentLocation(_SegmentNaming):
+    """A segment and the offset at which reading it starts (the head of a stream)."""
+
+    scope: str
+    stream: str
+    segment_id: int
+    offset: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Successor:
+    """A segment that replaced a sealed one, with the ids of all the segments it replaced."""
+
+    segment: SegmentWithRange
+    predecessors: tuple[int, ...]
+
+
+# ---- routing-key hash ------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+_C1 = 0x87C37B91114253D5
+_C2 = 0x4CF5AD432745937F
+
+
+def _rotl64(value: int, shift: int) -> int:
+    return ((value << shift) | (value >> (64 - shift))) & _MASK64
+
+
+def _fmix64(value: int) -> int:
+    value ^= value >> 33
+    value = (value * 0xFF51AFD7ED558CCD) & _MASK64
+    value ^= value >> 33
+    value = (value * 0xC4CEB9FE1A85EC53) & _MASK64
+    return value ^ (value >> 33)
+
+
+def _mix_k1(k1: int) -> int:
+    return (_rotl64((k1 * _C1) & _MASK64, 31) * _C2) & _MASK64
+
+
+def _mix_k2(k2: int) -> int:
+    return (_rotl64((k2 * _C2) & _MASK64, 33) * _C1) & _MASK64
+
+
+def murmur3_x64_128(data: bytes, seed: int = 0) -> tuple[int, int]:
+    """MurmurHash3 x64 128-bit of ``data`` as the two unsigned 64-bit halves ``(h1, h2)``;
+    ``h1`` is what Guava's ``asLong()`` and the Rust ``murmur3`` crate's first value return."""
+    length = len(data)
+    h1 = h2 = seed & 0xFFFFFFFF
+    body = length - length % 16
+    for k1, k2 in struct.iter_unpack("<QQ", data[:body]):
+        h1 ^= _mix_k1(k1)
+        h1 = (_rotl64(h1, 27) + h2) & _MASK64
+        h1 = (h1 * 5 + 0x52DCE729) & _MASK64
+        h2 ^= _mix_k2(k2)
+        h2 = (_rotl64(h2, 31) + h1) & _MASK64
+        h2 = (h2 * 5 + 0x38495AB5) & _MASK64
+    tail = data[body:]
+    if len(tail) > 8:
+        h2 ^= _mix_k2(int.from_bytes(tail[8:], "little"))
+    if tail:
+        h1 ^= _mix_k1(int.from_bytes(tail[:8], "little"))
+    h1 ^= length
+    h2 ^= length
+    h1 = (h1 + h2) & _MASK64
+    h2 = (h2 + h1) & _MASK64
+    h1, h2 = _fmix64(h1), _fmix64(h2)
+    h1 = (h1 + h2) & _MASK64
+    return h1, (h2 + h1) & _MASK64
+
+
+def hash_routing_key(routing_key: str, *, rust_compatible: bool = False) -> float:
+    """The position in ``[0, 1)`` of a routing key, as Pravega's clients compute it: murmur3
+    x64 128 (seed :data:`ROUTING_KEY_SEED`) of the key's UTF-16LE code units; the first 64 bits
+    ``h`` give ``(h >> 12) / 2**52`` (the mantissa of a double in [1, 2), minus 1.0).
+
+    Java hashes exactly the code units. The Rust client hashes a buffer of as many code units
+    as the key has UTF-8 bytes, zero-padded, so the two differ for non-ASCII keys
+    (CONTROLLER.md pitfall 12): ``rust_compatible=True`` reproduces Rust's placement.
+    """
+    units = routing_key.encode("utf-16-le", "surrogatepass")
+    if rust_compatible:
+        units = units.ljust(2 * len(routing_key.encode("utf-8", "surrogatepass")), b"\0")
+    h1, _ = murmur3_x64_128(units, ROUTING_KEY_SEED)
+    return (h1 >> 12) / float(1 << 52)
+
+
+_Ranged = TypeVar("_Ranged", bound=SegmentWithRange)
+
+
+def segment_for_key(routing_key: str | None, ranges: Sequence[_Ranged], *,
+                    rust_compatible: bool = False,
+                    rand: Callable[[], float] = random.random) -> _Ranged:
+    """The segment of ``ranges`` (a stream's current segments) that an event with
+    ``routing_key`` goes to: the one with the smallest ``max_key`` at or above the key's hash
+    position (Java's ``ceilingEntry``, Rust's ``get_next``). Without a key the position is
+    ``rand()``, uniform in [0, 1). Raises ValueError for an empty ``ranges`` (a sealed stream).
+    """
+    if not ranges:
+        raise ValueError("no segments to route to: the stream is sealed")
+    ordered = sorted(ranges, key=lambda segment: segment.max_key)
+    position = rand() if routing_key is None else hash_routing_key(
+        routing_key, rust_compatible=rust_compatible)
+    index = bisect.bisect_left([segment.max_key for segment in ordered], position)
+    return ordered[min(index, len(ordered) - 1)]
+
+
+# ---- the client ------------------------------------------------------------------------------
+
+def _load_grpc() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """grpc and the generated modules, or an ImportError naming the extra to install."""
+    try:
+        import grpc
+        from pravega_wire._proto import controller_pb2, controller_pb2_grpc
+    except ImportError as exc:
+        raise ImportError(
+            "the controller client needs gRPC: install pravega-wire[grpc] "
+            f"(grpcio and protobuf); import failed: {exc}") from exc
+    return grpc, controller_pb2, controller_pb2_grpc
+
+
+def _parse_uri(uri: str) -> tuple[bool, str]:
+    """``(secure, "host:port")`` of a controller URI ``[scheme://]host[:port][,more...]``.
+    Only the first endpoint of a list is used, as the Rust client does."""
+    scheme, sep, rest = uri.strip().partition("://")
+    if not sep:
+        scheme, rest = "", scheme
+    scheme = scheme.lower()
+    if scheme and scheme not in _SECURE_SCHEMES | _PLAIN_SCHEMES:
+        raise ValueError(f"unsupported controller URI scheme {scheme!r} in {uri!r}")
+    endpoint = rest.split(",", 1)[0].strip().rstrip("/")
+    if endpoint.startswith("["):
+        host, _, tail = endpoint.partition("]")
+        host += "]"
+        port_text = tail[1:] if tail.startswith(":") else tail
+    else:
+        host, _, port_text = endpoint.partition(":")
+    if not host or host == "[]" or (port_text and not port_text.isdigit()):
+        raise ValueError(f"not a controller URI: {uri!r}")
+    port = int(port_text) if port_text else _DEFAULT_CONTROLLER_PORT
+    return scheme in _SECURE_SCHEMES, f"{host}:{port}"
+
+
+def _status_name(message_type: Any, value: int) -> str:
+    """The name of a status value of ``message_type.Status``, also for values this proto does
+    not know (a newer controller)."""
+    try:
+        return str(message_type.Status.Name(value))
+    except ValueError:
+        return f"STATUS_{value}"
+
+
+class ControllerClient:
+    """An asyncio client of a Pravega controller at ``uri``: ``tcp://host:port`` or
+    ``host:port`` (plain h2c), ``tls://``/``ssl://``/``tcps://``/``pravegas://`` (TLS; the
+    server certificate is checked against ``ca_file``, PEM, or the system roots, and against
+    ``tls_server_name`` when given instead of the host).
+
+    ``auth`` authenticates every call: a ``(user, password)`` pair (Basic) or a token string
+    (Bearer). ``timeout`` bounds each call in seconds. A malformed ``uri`` raises ValueError
+    and an unreadable ``ca_file`` OSError, here. The channel is opened on first use;
+    :meth:`close` (or ``async with``) releases it.
+    """
+
+    def __init__(self, uri: str, *, timeout: float = DEFAULT_TIMEOUT, ca_file: str | None = None,
+                 tls_server_name: str | None = None,
+                 auth: tuple[str, str] | str | None = None):
+        self._grpc, self._pb, self._pb_grpc = _load_grpc()
+        self.uri = uri
+        self.timeout = timeout
+        self._secure, self._target = _parse_uri(uri)
+        self._ca_pem: bytes | None = None
+        if ca_file is not None:
+            with open(ca_file, "rb") as pem:
+                self._ca_pem = pem.read()
+        self._tls_server_name = tls_server_name
+        if isinstance(auth, tuple):
+            user, password = auth
+            credentials = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self._metadata: tuple[tuple[str, str], ...] = (
+                ("authorization", f"Basic {credentials}"),)
+        elif isinstance(auth, str):
+            self._metadata = (("authorization", f"Bearer {auth}"),)
+        else:
+            self._metadata = ()
+        self._channel: Any = None
+        self._stub: Any = None
+        self._closed = False
+        self._endpoints: dict[str, tuple[str, int]] = {}
+        self._lookups: dict[str, asyncio.Future[tuple[str, int]]] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ControllerClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; calls in progress and later calls fail with
+        :class:`~pravega_wire.errors.ConnectionClosedError`."""
+        self._closed = True
+        channel, self._channel, self._stub = self._channel, None, None
+        self._endpoints.clear()
+        if channel is not None:
+            await channel.close()
+
+    def _service(self) -> Any:
+        if self._closed:
+            raise ConnectionClosedError("the controller client is closed")
+        if self._stub is None:
+            grpc = self._grpc
+            if self._secure:
+                options = [] if self._tls_server_name is None else [
+                    ("grpc.ssl_target_name_override", self._tls_server_name)]
+                credentials = grpc.ssl_channel_credentials(root_certificates=self._ca_pem)
+                self._channel = grpc.aio.secure_channel(self._target, credentials, options)
+            else:
+                self._channel = grpc.aio.insecure_channel(self._target)
+            self._stub = self._pb_grpc.ControllerServiceStub(self._channel)
+        return self._stub
+
+    async def _call(self, rpc: str, request: Any) -> Any:
+        """One unary call, its failures mapped to pravega-wire's errors."""
+        method = getattr(self._service(), rpc)
+        try:
+            return await method(request, timeout=self.timeout, metadata=self._metadata)
+        except self._grpc.aio.AioRpcError as exc:
+            raise self._error(rpc, exc) from exc
+
+    def _error(self, rpc: str, exc: Any) -> PravegaWireError:
+        code = self._grpc.StatusCode
+        status, details = exc.code(), exc.details()
+        message = f"controller {rpc} at {self.uri}: {status.name}: {details}"
+        if status == code.UNAVAILABLE:
+            return ConnectionFailedError(message)
+        if status == code.DEADLINE_EXCEEDED:
+            return TimeoutError(message)
+        if status in (code.UNAUTHENTICATED, code.PERMISSION_DENIED):
+            return AuthenticationError(message)
+        if status == code.CANCELLED and self._closed:
+            return ConnectionClosedError(message)
+        if status == code.NOT_FOUND:
+            return StreamNotFoundError(message, status.name)
+        return ControllerError(message, status.name)
+
+    def _stream_info(self, scope: str, stream: str) -> Any:
+        return self._pb.StreamInfo(scope=scope, stream=stream)
+
+    # ---- scopes ------------------------------------------------------------------------------
+
+    async def create_scope(self, scope: str) -> bool:
+        """Create a scope: True if created, False if it already existed."""
+        status = self._pb.CreateScopeStatus
+        reply = await self._call("createScope", self._pb.ScopeInfo(scope=scope))
+        if reply.status == status.SUCCESS:
+            return True
+        if reply.status == status.SCOPE_EXISTS:
+            return False
+        if reply.status == status.INVALID_SCOPE_NAME:
+            raise InvalidNameError(f"invalid scope name {scope!r}", "INVALID_SCOPE_NAME")
+        raise ControllerError(f"createScope {scope!r} failed",
+                              _status_name(status, reply.status))
+
+    async def delete_scope(self, scope: str) -> bool:
+        """Delete an empty scope: True if deleted, False if it did not exist; a scope that
+        still holds streams raises ControllerError with status ``SCOPE_NOT_EMPTY``."""
+        status = self._pb.DeleteScopeStatus
+        reply = await self._call("deleteScope", self._pb.ScopeInfo(scope=scope))
+        if reply.status == status.SUCCESS:
+            return True
+        if reply.status == status.SCOPE_NOT_FOUND:
+            return False
+        raise ControllerError(f"deleteScope {scope!r} failed",
+                              _status_name(status, reply.status))
+
+    async def scope_exists(self, scope: str) -> bool:
+        """Whether the scope exists."""
+        reply = await self._call("checkScopeExists", self._pb.ScopeInfo(scope=scope))
+        return bool(reply.exists)
+
+    async def list_scopes(self) -> list[str]:
+        """Every scope name, following the controller's pagination to its end."""
+        pb = self._pb
+        return await self._paginate(
+            "listScopes", lambda token: pb.ScopesRequest(
+                continuationToken=pb.ContinuationToken(token=token)),
+            lambda reply: list(reply.scopes))
+
+    async def _paginate(self, rpc: str, request: Callable[[str], Any],
+                        items: Callable[[Any], list[str]]) -> list[str]:
+        """Call ``rpc`` with each continuation token until an empty page."""
+        found: list[str] = []
+        token = ""
+        while True:
+            reply = await self._call(rpc, request(token))
+            page = items(reply)
+            if not page:
+                return found
+            if (not reply.HasField("continuationToken")
+                    or reply.continuationToken.token == token):
+                raise ControllerError(f"{rpc}: a page without a new continuation token",
+                                      "INVALID_RESPONSE")
+            found.extend(page)
+            token = reply.continuationToken.token
+
+    # ---- streams -----------------------------------------------------------------------------
+
+    async def create_stream(self, scope: str, stream: str, segments: int = 1, *,
+                            tags: Sequence[str] = ()) -> bool:
+        """Create a stream with ``segments`` fixed segments (and optional ``tags``), no
+        retention limit: True if created, False if it already existed. Raises
+        ScopeNotFoundError for a missing scope, InvalidNameError for a rejected name."""
+        if segments < 1:
+            raise ValueError("a stream needs at least one segment")
+        pb = self._pb
+        config = pb.StreamConfig(
+            streamInfo=self._stream_info(scope, stream),
+            scalingPolicy=pb.ScalingPolicy(scaleType=pb.ScalingPolicy.FIXED_NUM_SEGMENTS,
+                                           minNumSegments=segments),
+            retentionPolicy=pb.RetentionPolicy(retentionType=pb.RetentionPolicy.UNKNOWN,
+                                               retentionMax=(1 << 63) - 1))
+        if tags:
+            config.tags.tag.extend(tags)
+        status = pb.CreateStreamStatus
+        reply = await self._call("createStream", config)
+        if reply.status == status.SUCCESS:
+            return True
+        if reply.status == status.STREAM_EXISTS:
+            return False
+        if reply.status == status.SCOPE_NOT_FOUND:
+            raise ScopeNotFoundError(f"scope {scope!r} does not exist", "SCOPE_NOT_FOUND")
+        if reply.status == status.INVALID_STREAM_NAME:
+            raise InvalidNameError(f"invalid stream name {stream!r}", "INVALID_STREAM_NAME")
+        raise ControllerError(f"createStream {scope}/{stream} failed",
+                              _status_name(status, reply.status))
+
+    async def seal_stream(self, scope: str, stream: str) -> None:
+        """Seal a stream (no more writes; readers reach its end). Sealing twice is fine."""
+        status = self._pb.UpdateStreamStatus
+        reply = await self._call("sealStream", self._stream_info(scope, stream))
+        if reply.status == status.SUCCESS:
+            return
+        if reply.status == status.SCOPE_NOT_FOUND:
+            raise ScopeNotFoundError(f"scope {scope!r} does not exist", "SCOPE_NOT_FOUND")
+        if reply.status == status.STREAM_NOT_FOUND:
+            raise StreamNotFoundError(f"stream {scope}/{stream} does not exist",
+                                      "STREAM_NOT_FOUND")
+        raise ControllerError(f"sealStream {scope}/{stream} failed",
+                              _status_name(status, reply.status))
+
+    async def delete_stream(self, scope: str, stream: str) -> bool:
+        """Delete a sealed stream: True if deleted, False if it did not exist; an unsealed
+        stream raises ControllerError with status ``STREAM_NOT_SEALED``."""
+        status = self._pb.DeleteStreamStatus
+        reply = await self._call("deleteStream", self._stream_info(scope, stream))
+        if reply.status == status.SUCCESS:
+            return True
+        if reply.status == status.STREAM_NOT_FOUND:
+            return False
+        raise ControllerError(f"deleteStream {scope}/{stream} failed",
+                              _status_name(status, reply.status))
+
+    async def stream_exists(self, scope: str, stream: str) -> bool:
+        """Whether the stream exists."""
+        reply = await self._call("checkStreamExists", self._stream_info(scope, stream))
+        return bool(reply.exists)
+
+    async def list_streams(self, scope: str) -> list[str]:
+        """Every stream name in ``scope``, following the pagination to its end; raises
+        ScopeNotFoundError for a missing scope."""
+        pb = self._pb
+        missing = pb.StreamsInScopeResponse.SCOPE_NOT_FOUND
+
+        def names(reply: Any) -> list[str]:
+            if reply.status == missing:
+                raise ScopeNotFoundError(f"scope {scope!r} does not exist", "SCOPE_NOT_FOUND")
+            return [info.stream for info in reply.streams]
+
+        return await self._paginate(
+            "listStreamsInScope", lambda token: pb.StreamsInScopeRequest(
+                scope=pb.ScopeInfo(scope=scope),
+                continuationToken=pb.ContinuationToken(token=token)),
+            names)
+
+    # ---- segments ----------------------------------------------------------------------------
+
+    def _segment_with_range(self, scope: str, stream: str, message: Any) -> SegmentWithRange:
+        return SegmentWithRange(scope, stream, message.segmentId.segmentId,
+                                message.minKey, message.maxKey)
+
+    async def get_current_segments(self, scope: str, stream: str) -> list[SegmentWithRange]:
+        """The stream's active segments in key order; empty once the stream is sealed."""
+        reply = await self._call("getCurrentSegments", self._stream_info(scope, stream))
+        segments = [self._segment_with_range(scope, stream, r) for r in reply.segmentRanges]
+        return sorted(segments, key=lambda segment: segment.min_key)
+
+    async def get_segments_at_head(self, scope: str, stream: str) -> list[SegmentLocation]:
+        """Where reading the stream from its head starts: one location per head segment."""
+        request = self._pb.GetSegmentsRequest(streamInfo=self._stream_info(scope, stream))
+        reply = await self._call("getSegments", request)
+        return [SegmentLocation(scope, stream, location.segmentId.segmentId, location.offset)
+                for location in reply.segments]
+
+    async def get_successors(self, scope: str, stream: str, segment_id: int) -> list[Successor]:
+        """The segments that replaced sealed segment ``segment_id``, each with all the segments
+        it replaced; empty if nothing follows (the stream was sealed, or the segment is still
+        active)."""
+        request = self._pb.SegmentId(streamInfo=self._stream_info(scope, stream),
+                                     segmentId=segment_id)
+        reply = await self._call("getSegmentsImmediatelyFollowing", request)
+        return [Successor(self._segment_with_range(scope, stream, entry.segment),
+                          tuple(entry.value))
+                for entry in reply.segments]
+
+    async def get_delegation_token(self, scope: str, stream: str) -> str:
+        """A delegation token for the stream's segments (``""`` when the controller has auth
+        off)."""
+        reply = await self._call("getDelegationToken", self._stream_info(scope, stream))
+        return str(reply.delegationToken)
+
+    # ---- segment-store endpoints -------------------------------------------------------------
+
+    async def get_endpoint(self, segment: str) -> tuple[str, int]:
+        """``(host, port)`` of the segment store that owns the qualified segment name
+        ``segment`` (an IPv6 host without brackets). Answers are cached until
+        :meth:`invalidate`; concurrent lookups of one name share a single call."""
+        cached = self._endpoints.get(segment)
+        if cached is not None:
+            return cached
+        lookup = self._lookups.get(segment)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup_endpoint(segment))
+            self._lookups[segment] = lookup
+            lookup.add_done_callback(lambda done: self._lookup_done(segment, done))
+        return await asyncio.shield(lookup)
+
+    def invalidate(self, segment: str) -> None:
+        """Forget the cached endpoint of ``segment`` (after WrongHost or a connection failure);
+        a lookup in progress for it is not cached either."""
+        self._endpoints.pop(segment, None)
+        self._lookups.pop(segment, None)
+
+    async def _lookup_endpoint(self, segment: str) -> tuple[str, int]:
+        scope, stream, segment_id = parse_segment_name(segment)
+        request = self._pb.SegmentId(streamInfo=self._stream_info(scope, stream),
+                                     segmentId=segment_id)
+        reply = await self._call("getURI", request)
+        host = reply.endpoint
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        return host, reply.port
+
+    def _lookup_done(self, segment: str, lookup: asyncio.Future[tuple[str, int]]) -> None:
+        if self._lookups.get(segment) is lookup:
+            del self._lookups[segment]
+            if not lookup.cancelled() and lookup.exception() is None and not self._closed:
+                self._endpoints[segment] = lookup.result()
+        elif not lookup.cancelled():
+            lookup.exception()  # retrieved: its waiters, if any, got it through shield()
