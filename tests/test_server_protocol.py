@@ -1,0 +1,586 @@
+"""The embedded segment store over real sockets, driven with the codec: every command and its
+error replies, the long poll, WrongHost, delegation tokens, and malformed input.
+
+Waits are bounded (``WAIT``); nothing here measures time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+import uuid
+
+import pytest
+
+from pravega_wire import commands as C
+from pravega_wire.appends import CommandEncoder
+from pravega_wire.codec import encode
+from pravega_wire.server.placement import store_index_of
+from pravega_wire.server.segmentstore import MAX_READ_SIZE, SegmentStore
+from pravega_wire.server.storage import NULL_ATTRIBUTE_VALUE, TABLE
+from test_server_support import SEGMENT, WAIT, Wire, append_end, events, make_token
+
+pytestmark = pytest.mark.asyncio
+
+MIN = NULL_ATTRIBUTE_VALUE
+W1, W2 = uuid.UUID(int=0x11), uuid.UUID(int=0x22)
+
+
+@contextlib.asynccontextmanager
+async def serving(*segments: str, **options):
+    store = SegmentStore(**options)
+    for name in segments:
+        store.create_segment(name)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.stop()
+
+
+async def setup_writer(wire: Wire, writer: uuid.UUID = W1, segment: str = SEGMENT,
+                       request_id: int = 1) -> int:
+    wire.send(C.SetupAppend(request_id, writer, segment, ""))
+    reply = await wire.recv()
+    assert type(reply) is C.AppendSetup, reply
+    return reply.last_event_number
+
+
+def stored(store: SegmentStore, segment: str = SEGMENT) -> bytes:
+    found = store.storage.get(segment)
+    return b"".join(bytes(c) for c in found.iter_data())
+
+
+# ---- connection control -------------------------------------------------------------------------
+
+async def test_hello_is_answered_and_keep_alive_echoed():
+    async with serving() as store:
+        wire = await Wire.open(store.endpoint)  # asserts Hello(17, 5)
+        wire.send(C.KeepAlive(), C.KeepAlive())
+        assert await wire.recv_n(2) == [C.KeepAlive(), C.KeepAlive()]
+        await wire.close()
+
+
+@pytest.mark.parametrize("high, low", [(4, 1), (30, 20)])
+async def test_an_incompatible_client_gets_hello_then_the_connection_closes(high, low):
+    async with serving() as store:
+        wire = await Wire.open(store.endpoint, hello=False)
+        wire.send(C.Hello(high, low))
+        assert await wire.closed_by_server()
+        assert wire.pending == [C.Hello(17, 5)]
+
+
+async def test_requests_do_not_need_a_hello_first():
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint, hello=False)
+        wire.send(C.GetSegmentAttribute(3, SEGMENT, W1, ""))
+        assert await wire.recv() == C.SegmentAttribute(3, MIN)
+        await wire.close()
+
+
+# ---- appends ------------------------------------------------------------------------------------
+
+async def test_setup_append_reports_the_writers_last_event_number():
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.SetupAppend(5, W1, "missing", ""))
+        assert await wire.recv() == C.NoSuchSegment(5, "missing", "", -1)
+        assert await setup_writer(wire) == MIN
+        wire.send(append_end(W1, events(b"a"), last_event=4))
+        await wire.recv()
+        wire.send(C.SetupAppend(6, W1, SEGMENT, ""))
+        assert await wire.recv() == C.AppendSetup(6, SEGMENT, W1, 4)
+        await wire.close()
+
+
+async def test_each_append_gets_one_cumulative_ack_with_the_write_offset():
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        await setup_writer(wire)
+        first, second = events(b"hello", b"world"), events(b"!")
+        wire.send(append_end(W1, first, last_event=2, count=2, request_id=77),
+                  append_end(W1, second, last_event=3, request_id=77))
+        assert await wire.recv_n(2) == [
+            C.DataAppended(77, W1, 2, MIN, len(first)),
+            C.DataAppended(77, W1, 3, 2, len(first) + len(second))]
+        assert stored(store) == first + second
+        assert store.storage.get(SEGMENT).attribute(W1) == 3
+        await wire.close()
+
+
+async def test_batched_blocks_with_partial_events_are_reassembled():
+    """Blocks as Java's encoder cuts them (PartialEvent splits, Padding), two writers."""
+    async with serving(SEGMENT, "other") as store:
+        wire = await Wire.open(store.endpoint)
+        encoder = CommandEncoder(block_size=lambda flow: 100)
+        encoder.write_command(C.SetupAppend(1 << 32, W1, SEGMENT, ""))
+        encoder.write_command(C.SetupAppend(2 << 32, W2, "other", ""))
+        wire.send_raw(encoder.data_to_send())
+        assert {type(r) for r in await wire.recv_n(2)} == {C.AppendSetup}
+        payloads = [bytes([i]) * (10 + 7 * i) for i in range(1, 12)]
+        for i, payload in enumerate(payloads, start=1):
+            encoder.append_event(SEGMENT, W1, i, payload, request_id=1 << 32)
+            encoder.append_event("other", W2, i, payload[:3], request_id=2 << 32)
+        encoder.write_command(C.KeepAlive())  # closes the open block (Padding) and flushes
+        wire.send_raw(encoder.data_to_send())
+        replies = []
+        while not replies or type(replies[-1]) is not C.KeepAlive:
+            replies.append(await wire.recv())
+        acks = [r for r in replies if type(r) is C.DataAppended]
+        for writer in (W1, W2):
+            numbers = [a.event_number for a in acks if a.writer_id == writer]
+            assert numbers == sorted(numbers) and numbers[-1] == len(payloads)
+            previous = [a.previous_event_number for a in acks if a.writer_id == writer]
+            assert previous == [MIN] + numbers[:-1]
+        assert stored(store) == events(*payloads)
+        assert stored(store, "other") == events(*(p[:3] for p in payloads))
+        await wire.close()
+
+
+async def test_a_retransmission_is_acknowledged_without_being_applied():
+    async with serving(SEGMENT) as store:
+        a, b = await Wire.open(store.endpoint), await Wire.open(store.endpoint)
+        await setup_writer(a)
+        await setup_writer(b)  # both see MIN: a reconnecting writer racing its old connection
+        a.send(append_end(W1, events(b"one"), 1), append_end(W1, events(b"two"), 2))
+        await a.recv_n(2)
+        b.send(append_end(W1, events(b"two"), 2, request_id=9))  # resent after a reconnect
+        assert await b.recv() == C.DataAppended(9, W1, 2, MIN, len(events(b"one", b"two")))
+        b.send(append_end(W1, events(b"three"), 3, request_id=9))
+        assert await b.recv() == C.DataAppended(9, W1, 3, 2, len(events(b"one", b"two",
+                                                                         b"three")))
+        assert stored(store) == events(b"one", b"two", b"three")
+        assert store.stats["appends deduplicated"] == 1
+        await a.close()
+        await b.close()
+
+
+async def test_a_writer_whose_attribute_moved_gets_invalid_event_number_and_is_closed():
+    async with serving(SEGMENT) as store:
+        a, b = await Wire.open(store.endpoint), await Wire.open(store.endpoint)
+        await setup_writer(a)
+        await setup_writer(b)
+        a.send(append_end(W1, events(b"x"), 5))
+        await a.recv()
+        b.send(append_end(W1, events(b"y"), 7, request_id=4))
+        assert await b.closed_by_server()
+        assert b.pending == [C.InvalidEventNumber(W1, 4, "", 7)]
+        a.send(append_end(W1, events(b"z"), 6))
+        assert (await a.recv()).event_number == 6  # the other connection is untouched
+        assert stored(store) == events(b"x", b"z")
+        await a.close()
+
+
+async def test_conditional_appends_fail_on_a_wrong_offset_and_keep_the_connection():
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        await setup_writer(wire)
+        wire.send(C.ConditionalAppend(W1, 1, 0, C.Event(b"first"), 11))
+        assert await wire.recv() == C.DataAppended(11, W1, 1, MIN, 13)
+        wire.send(C.ConditionalAppend(W1, 2, 0, C.Event(b"stale"), 12))
+        assert await wire.recv() == C.ConditionalCheckFailed(W1, 2, 12)
+        wire.send(C.ConditionalBlockEnd(W1, 2, 13, b"raw", 13))
+        assert await wire.recv() == C.DataAppended(13, W1, 2, 1, 16)
+        assert stored(store) == events(b"first") + b"raw"
+        await wire.close()
+
+
+async def test_an_append_to_a_sealed_segment_fails_once_then_the_writer_is_forgotten():
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        await setup_writer(wire)
+        wire.send(append_end(W1, events(b"a"), 1), C.SealSegment(2, SEGMENT, ""))
+        assert [type(r) for r in await wire.recv_n(2)] == [C.DataAppended, C.SegmentSealed]
+        wire.send(append_end(W1, events(b"b"), 2, request_id=3))
+        assert await wire.recv() == C.SegmentIsSealed(3, SEGMENT, "", 2)  # the event number
+        wire.send(append_end(W1, events(b"c"), 3))
+        assert await wire.closed_by_server()  # data from an unexpected connection
+
+
+async def test_an_append_to_a_deleted_segment_gets_no_such_segment():
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        await setup_writer(wire)
+        store.delete_segment(SEGMENT)
+        wire.send(append_end(W1, events(b"a"), 1, request_id=8))
+        assert await wire.recv() == C.NoSuchSegment(8, SEGMENT, "", -1)
+        await wire.close()
+
+
+# ---- reads --------------------------------------------------------------------------------------
+
+async def test_reads_are_clamped_as_java_clamps_them():
+    async with serving(SEGMENT) as store:
+        segment = store.storage.get(SEGMENT)
+        data = bytes(range(256)) * (3 * 4096 + 1)
+        store.storage.append(segment, data)
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.ReadSegment(SEGMENT, 0, 100 * 1024 * 1024, "", 1),
+                  C.ReadSegment(SEGMENT, 5, 1, "", 2),
+                  C.ReadSegment(SEGMENT, 10, -4, "", 3))
+        big, small, negative = await wire.recv_n(3)
+        assert 0 < len(big.data) <= MAX_READ_SIZE and bytes(big.data) == data[:len(big.data)]
+        assert (big.offset, big.at_tail, big.end_of_segment, big.request_id) == (0, False,
+                                                                                False, 1)
+        assert bytes(small.data) == data[5:13] and bytes(negative.data) == data[10:18]
+        wire.send(C.ReadSegment(SEGMENT, len(data) - 3, 1000, "", 4))
+        assert await wire.recv() == C.SegmentRead(SEGMENT, len(data) - 3, True, False,
+                                                  data[-3:], 4)
+        await wire.close()
+
+
+async def test_a_read_at_the_tail_waits_for_the_next_append():
+    async with serving(SEGMENT, read_wait=30.0) as store:
+        reader, writer = await Wire.open(store.endpoint), await Wire.open(store.endpoint)
+        reader.send(C.ReadSegment(SEGMENT, 0, 1000, "", 21))
+        assert await reader.quiet() == []  # parked at the tail
+        await setup_writer(writer)
+        writer.send(append_end(W1, events(b"wake"), 1))
+        assert await reader.recv() == C.SegmentRead(SEGMENT, 0, True, False, events(b"wake"),
+                                                    21)
+        assert store.storage.get(SEGMENT).watchers == []
+        await reader.close()
+        await writer.close()
+
+
+async def test_a_read_at_the_tail_ends_empty_with_at_tail_after_the_bound():
+    async with serving(SEGMENT, read_wait=0.05) as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.ReadSegment(SEGMENT, 0, 1000, "", 5))
+        assert await wire.recv() == C.SegmentRead(SEGMENT, 0, True, False, b"", 5)
+        assert store.storage.get(SEGMENT).watchers == []
+        await wire.close()
+
+
+async def test_stopping_answers_waiting_reads_empty():
+    store = SegmentStore(read_wait=30.0)
+    store.create_segment(SEGMENT)
+    await store.start()
+    wire = await Wire.open(store.endpoint)
+    wire.send(C.ReadSegment(SEGMENT, 0, 10, "", 6))
+    assert await wire.quiet() == []
+    await store.stop()
+    assert await wire.closed_by_server()
+    assert wire.pending == [C.SegmentRead(SEGMENT, 0, True, False, b"", 6)]
+
+
+async def test_sealed_segments_read_to_their_end():
+    async with serving(SEGMENT, read_wait=30.0) as store:
+        segment = store.storage.get(SEGMENT)
+        store.storage.append(segment, b"0123456789")
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.ReadSegment(SEGMENT, 10, 100, "", 1))
+        assert await wire.quiet() == []
+        store.seal_segment(SEGMENT)  # wakes the waiting read
+        assert await wire.recv() == C.SegmentRead(SEGMENT, 10, False, True, b"", 1)
+        wire.send(C.ReadSegment(SEGMENT, 4, 100, "", 2), C.ReadSegment(SEGMENT, 1, 8, "", 3),
+                  C.ReadSegment(SEGMENT, 11, 100, "", 4))
+        assert await wire.recv_n(3) == [
+            C.SegmentRead(SEGMENT, 4, False, True, b"456789", 2),
+            C.SegmentRead(SEGMENT, 1, False, False, b"12345678", 3),
+            C.SegmentIsSealed(4, SEGMENT, "", 11)]
+        await wire.close()
+
+
+async def test_truncated_and_missing_segments_answer_reads_with_the_offset():
+    async with serving(SEGMENT, read_wait=30.0) as store:
+        segment = store.storage.get(SEGMENT)
+        store.storage.append(segment, b"0123456789")
+        store.truncate_segment(SEGMENT, 6)
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.ReadSegment(SEGMENT, 2, 100, "", 1), C.ReadSegment("nope", 7, 100, "", 2),
+                  C.ReadSegment(SEGMENT, 10, 100, "", 3))
+        assert await wire.recv_n(2) == [C.SegmentIsTruncated(1, SEGMENT, 6, "", 2),
+                                        C.NoSuchSegment(2, "nope", "", 7)]
+        store.delete_segment(SEGMENT)  # wakes the waiting read
+        assert await wire.recv() == C.NoSuchSegment(3, SEGMENT, "", 10)
+        await wire.close()
+
+
+# ---- segment metadata and management ------------------------------------------------------------
+
+async def test_segment_info_and_attributes():
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.GetStreamSegmentInfo(1, "missing", ""))
+        assert await wire.recv() == C.StreamSegmentInfo(1, "missing", False, True, True, 0, 0,
+                                                        0)
+        segment = store.storage.get(SEGMENT)
+        store.storage.append(segment, b"abcdef")
+        store.truncate_segment(SEGMENT, 2)
+        wire.send(C.GetStreamSegmentInfo(2, SEGMENT, ""))
+        info = await wire.recv()
+        assert (info.exists, info.is_sealed, info.is_deleted, info.write_offset,
+                info.start_offset) == (True, False, False, 6, 2)
+        assert abs(info.last_modified - time.time() * 1000) < 600_000
+        attribute = uuid.UUID(int=99)
+        wire.send(C.GetSegmentAttribute(3, SEGMENT, attribute, ""),
+                  C.UpdateSegmentAttribute(4, SEGMENT, attribute, 10, MIN, ""),
+                  C.UpdateSegmentAttribute(5, SEGMENT, attribute, 11, MIN, ""),
+                  C.UpdateSegmentAttribute(6, SEGMENT, attribute, 12, 10, ""),
+                  C.GetSegmentAttribute(7, SEGMENT, attribute, ""),
+                  C.GetSegmentAttribute(8, "missing", attribute, ""),
+                  C.UpdateSegmentAttribute(9, "missing", attribute, 1, MIN, ""))
+        assert await wire.recv_n(7) == [
+            C.SegmentAttribute(3, MIN), C.SegmentAttributeUpdated(4, True),
+            C.SegmentAttributeUpdated(5, False), C.SegmentAttributeUpdated(6, True),
+            C.SegmentAttribute(7, 12), C.NoSuchSegment(8, "missing", "", -1),
+            C.NoSuchSegment(9, "missing", "", -1)]
+        await wire.close()
+
+
+async def test_create_seal_truncate_delete_and_policy():
+    async with serving() as store:
+        wire = await Wire.open(store.endpoint)
+        name = "sc/st/3.#epoch.1"
+        wire.send(C.CreateSegment(1, name, C.NO_SCALE, 0, ""),
+                  C.CreateSegment(2, name, C.NO_SCALE, 0, ""),
+                  C.UpdateSegmentPolicy(3, name, C.IN_EVENTS_PER_SEC, 10, ""),
+                  C.TruncateSegment(4, name, 0, ""),
+                  C.TruncateSegment(5, name, 7, ""),
+                  C.LocateOffset(6, name, 0, ""),
+                  C.SealSegment(7, name, ""), C.SealSegment(8, name, ""),
+                  C.DeleteSegment(9, name, ""), C.DeleteSegment(10, name, ""),
+                  C.SealSegment(11, name, ""), C.TruncateSegment(12, name, 3, ""),
+                  C.UpdateSegmentPolicy(13, name, C.NO_SCALE, 0, ""),
+                  C.LocateOffset(14, name, 0, ""))
+        assert await wire.recv_n(14) == [
+            C.SegmentCreated(1, name), C.SegmentAlreadyExists(2, name, ""),
+            C.SegmentPolicyUpdated(3, name), C.SegmentTruncated(4, name),
+            C.SegmentIsTruncated(5, name, 0, "", 7), C.OffsetLocated(6, name, 0),
+            C.SegmentSealed(7, name), C.SegmentIsSealed(8, name, "", -1),
+            C.SegmentDeleted(9, name), C.NoSuchSegment(10, name, "", -1),
+            C.NoSuchSegment(11, name, "", -1), C.NoSuchSegment(12, name, "", 3),
+            C.NoSuchSegment(13, name, "", -1), C.NoSuchSegment(14, name, "", -1)]
+        await wire.close()
+
+
+async def test_a_large_event_goes_through_a_transient_segment_and_a_merge():
+    """The Java large-event writer's sequence (PROTOCOL.md §9.3)."""
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.CreateTransientSegment(1, W1, SEGMENT, ""))
+        created = await wire.recv()
+        parent, marker, rest = created.segment.partition("#transient.")
+        assert (type(created), created.request_id, parent, marker) == (
+            C.SegmentCreated, 1, SEGMENT, "#transient.")
+        assert rest.split(".")[0] == W1.hex and len(rest.split(".")[1]) == 32
+        assert await setup_writer(wire, W1, created.segment, 2) == MIN
+        record = events(b"L" * 100_000)
+        chunks = [record[:40_000], record[40_000:80_000], record[80_000:]]
+        offset = 0
+        for number, chunk in enumerate(chunks):
+            wire.send(C.ConditionalBlockEnd(W1, number, offset, chunk, 3 + number))
+            offset += len(chunk)
+        acks = await wire.recv_n(3)
+        assert [(a.event_number, a.previous_event_number) for a in acks] == [
+            (0, MIN), (1, 0), (2, 1)]
+        wire.send(C.MergeSegments(9, SEGMENT, created.segment, ""))
+        assert await wire.recv() == C.SegmentsMerged(9, SEGMENT, created.segment, len(record))
+        assert stored(store) == record
+        assert store.storage.get(created.segment) is None
+        await wire.close()
+    # Merged, so the connection's close does not delete it: nothing left to check beyond that.
+
+
+async def test_transient_segments_die_with_their_connection_unless_merged():
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.CreateTransientSegment(1, W1, SEGMENT, ""))
+        name = (await wire.recv()).segment
+        assert name in store.storage
+        await wire.close()
+        for _ in range(int(WAIT / 0.01)):  # until the store has seen the close
+            if name not in store.storage:
+                break
+            await asyncio.sleep(0.01)
+        assert name not in store.storage
+
+
+async def test_merges_check_attributes_and_batches_merge_in_order():
+    async with serving("t", "a", "b") as store:
+        for name, data in (("t", b"T"), ("a", b"A"), ("b", b"B")):
+            store.storage.append(store.storage.get(name), data)
+        attribute = uuid.UUID(int=5)
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.MergeSegments(1, "t", "a", "", [
+            C.ConditionalAttributeUpdate(attribute, C.ConditionalAttributeUpdate.REPLACE_IF_EQUALS,
+                                         3, 2)]),
+                  C.MergeSegments(2, "t", "missing", ""),
+                  C.MergeSegmentsBatch(3, "t", ["a", "missing", "b"], ""))
+        assert await wire.recv_n(3) == [
+            C.SegmentAttributeUpdated(1, False), C.NoSuchSegment(2, "missing", "", -1),
+            C.SegmentsBatchMerged(3, "t", ["a", "missing", "b"], [2, 2, 3])]
+        assert stored(store, "t") == b"TAB"
+        await wire.close()
+
+
+# ---- table segments -----------------------------------------------------------------------------
+
+def entries(*items):
+    return C.TableEntries([(C.TableKey(k, v), C.TableValue(d)) for k, d, v in items])
+
+
+async def test_table_segments():
+    table = "sc/rg_kvtable/0.#epoch.0"
+    NO, ABSENT = C.TableKey.NO_VERSION, C.TableKey.NOT_EXISTS
+    async with serving() as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.CreateTableSegment(1, table), C.CreateTableSegment(2, table),
+                  C.UpdateTableEntries(3, table, "", entries((b"a", b"1", ABSENT),
+                                                             (b"b", b"2", NO))))
+        created, again, updated = await wire.recv_n(3)
+        assert (created, again) == (C.SegmentCreated(1, table),
+                                    C.SegmentAlreadyExists(2, table, ""))
+        va, vb = updated.updated_versions
+        assert updated.request_id == 3 and vb > va >= 0
+        wire.send(C.UpdateTableEntries(4, table, "", entries((b"c", b"3", NO), (b"a", b"x", vb))),
+                  C.UpdateTableEntries(5, table, "", entries((b"zz", b"3", 0))),
+                  C.UpdateTableEntries(6, table, "", entries((b"a", b"x", ABSENT))),
+                  C.UpdateTableEntries(7, table, "", entries((b"c", b"3", NO)), 5),
+                  C.ReadTable(8, table, "", [C.TableKey(b"a"), C.TableKey(b"c")]))
+        assert await wire.recv_n(5) == [
+            C.TableKeyBadVersion(4, table, ""), C.TableKeyDoesNotExist(5, table, ""),
+            C.TableKeyBadVersion(6, table, ""),
+            C.SegmentIsTruncated(7, table, store.storage.get(table).table.length, "", 5),
+            C.TableRead(8, table, entries((b"a", b"1", va), (b"c", b"", ABSENT)))]
+        wire.send(C.ReadTableEntriesDelta(9, table, "", 0, 1))
+        first = await wire.recv()
+        assert first.entries == entries((b"a", b"1", va)) and not first.reached_end
+        wire.send(C.ReadTableEntriesDelta(10, table, "", first.last_position, 10))
+        second = await wire.recv()
+        assert second.entries == entries((b"b", b"2", vb)) and second.reached_end
+        wire.send(C.ReadTableEntriesDelta(11, table, "", second.last_position, 10))
+        assert (await wire.recv()).entries == C.TableEntries([])
+        args = C.TableIteratorArgs()
+        wire.send(C.ReadTableKeys(12, table, "", 1, args))
+        keys = await wire.recv()
+        assert keys.keys == [C.TableKey(b"a", va)] and keys.continuation_token == b"a"
+        wire.send(C.ReadTableEntries(13, table, "", 5, args._replace(continuation_token=b"a")),
+                  C.GetTableSegmentInfo(14, table, ""),
+                  C.RemoveTableKeys(15, table, "", [C.TableKey(b"a", vb)]),
+                  C.RemoveTableKeys(16, table, "", [C.TableKey(b"a", va)]),
+                  C.DeleteTableSegment(17, table, True, ""))
+        rest = await wire.recv_n(5)
+        assert rest[0] == C.TableEntriesRead(13, table, entries((b"b", b"2", vb)), b"b")
+        assert (rest[1].entry_count, rest[1].length) == (2, store.storage.get(table)
+                                                         .table.length - 17)
+        assert rest[2:] == [C.TableKeyBadVersion(15, table, ""), C.TableKeysRemoved(16, table),
+                            C.TableSegmentNotEmpty(17, table, "")]
+        wire.send(C.DeleteTableSegment(18, table, False, ""),
+                  C.ReadTable(19, table, "", [C.TableKey(b"a")]),
+                  C.UpdateTableEntries(20, SEGMENT, "", entries((b"a", b"1", NO))))
+        assert await wire.recv_n(3) == [C.SegmentDeleted(18, table),
+                                        C.NoSuchSegment(19, table, "", -1),
+                                        C.NoSuchSegment(20, SEGMENT, "", -1)]
+        await wire.close()
+
+
+async def test_byte_commands_on_table_segments_are_unsupported():
+    async with serving() as store:
+        store.create_segment("tbl", TABLE)
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.ReadSegment("tbl", 0, 10, "", 1), C.SetupAppend(2, W1, "tbl", ""),
+                  C.FlushToStorage(0, "", 3), C.ListStorageChunks("tbl", "", 4))
+        assert await wire.recv_n(4) == [
+            C.OperationUnsupported(1, "readSegment", ""),
+            C.OperationUnsupported(2, "setupAppend", ""),
+            C.OperationUnsupported(3, "flushToStorage", ""),
+            C.OperationUnsupported(4, "listStorageChunks", "")]
+        await wire.close()
+
+
+# ---- placement and authentication ---------------------------------------------------------------
+
+def owned_by(index: int, stores: int) -> str:
+    return next(f"sc/st/{n}.#epoch.0" for n in range(1000)
+                if store_index_of(f"sc/st/{n}.#epoch.0", stores) == index)
+
+
+async def test_a_segment_another_store_owns_gets_wrong_host():
+    mine, theirs = owned_by(0, 3), owned_by(1, 3)
+    async with serving(mine, index=0, store_count=3) as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.SetupAppend(1, W1, theirs, ""), C.ReadSegment(theirs, 5, 10, "", 2),
+                  C.GetStreamSegmentInfo(3, theirs, ""), C.CreateTableSegment(4, theirs),
+                  C.CreateTransientSegment(5, W1, theirs, ""),
+                  C.GetStreamSegmentInfo(6, mine, ""))
+        replies = await wire.recv_n(6)
+        assert replies[:5] == [C.WrongHost(i, theirs, "", "") for i in range(1, 5)] + [
+            C.WrongHost(5, replies[4].segment, "", "")]
+        assert replies[4].segment.startswith(theirs + "#transient.")
+        assert replies[5].exists
+        await wire.close()
+
+
+async def test_delegation_tokens_are_checked():
+    key = b"secret-key-for-tests-0123456789ab"
+    good = make_token(key, "scope", "stream", time.time() + 600)
+    expired = make_token(key, "scope", "stream", time.time() - 5)
+    async with serving(SEGMENT, token_key=key) as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.GetStreamSegmentInfo(1, SEGMENT, ""),
+                  C.GetStreamSegmentInfo(2, SEGMENT, expired),
+                  C.ReadSegment(SEGMENT, 1234, 10, "garbage", 3),
+                  C.SetupAppend(4, W1, SEGMENT, "not-a-token"),
+                  C.GetStreamSegmentInfo(5, SEGMENT, good))
+        replies = await wire.recv_n(5)
+        assert replies[:4] == [
+            C.AuthTokenCheckFailed(1, "", C.AuthTokenCheckFailed.TOKEN_CHECK_FAILED),
+            C.AuthTokenCheckFailed(2, "", C.AuthTokenCheckFailed.TOKEN_EXPIRED),
+            # Java's quirk: a ReadSegment's failure carries the read offset as request id.
+            C.AuthTokenCheckFailed(1234, "", C.AuthTokenCheckFailed.TOKEN_CHECK_FAILED),
+            C.AuthTokenCheckFailed(4, "", C.AuthTokenCheckFailed.TOKEN_CHECK_FAILED)]
+        assert replies[4].exists
+        wire.send(C.SetupAppend(6, W1, SEGMENT, expired))  # expired on the append path: closed
+        assert await wire.closed_by_server()
+        assert wire.pending == [C.AuthTokenCheckFailed(6, "",
+                                                       C.AuthTokenCheckFailed.TOKEN_EXPIRED)]
+
+
+# ---- malformed input ----------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "garbage": b"\x13\x37" * 20,
+    "oversized length": struct.pack(">ii", C.KeepAlive.TYPE, C.MAX_WIRECOMMAND_SIZE),
+    "negative length": struct.pack(">ii", C.KeepAlive.TYPE, -1),
+    "unknown type": struct.pack(">ii", 13, 0),
+    "top-level event": struct.pack(">ii", 0, 0),
+    "a reply type": encode(C.DataAppended(1, W1, 1, 0, 0)),
+    "append before setup": encode(append_end(W2, events(b"x"), 1)),
+    "block without end": encode(C.AppendBlock(W1, events(b"x"))) + encode(C.KeepAlive()),
+    "truncated payload": struct.pack(">ii", C.SetupAppend.TYPE, 3) + b"abc",
+}
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+async def test_malformed_input_closes_only_that_connection_and_loses_nothing(bad, caplog):
+    async with serving(SEGMENT) as store:
+        bystander = await Wire.open(store.endpoint)
+        await setup_writer(bystander, W2, request_id=2)
+        wire = await Wire.open(store.endpoint)
+        await setup_writer(wire)
+        # An append, a KeepAlive and the bad bytes in one write: what came first is answered.
+        wire.send_raw(encode(append_end(W1, events(b"kept"), 1)) + encode(C.KeepAlive()) + bad)
+        with caplog.at_level("WARNING", logger="pravega_wire.server.segmentstore"):
+            assert await wire.closed_by_server()
+        assert [type(r) for r in wire.pending] == [C.DataAppended, C.KeepAlive]
+        assert any("closing connection" in r.getMessage() for r in caplog.records)
+        bystander.send(append_end(W2, events(b"more"), 1, request_id=2))
+        assert (await bystander.recv()).writer_id == W2
+        assert stored(store) == events(b"kept", b"more")
+        await bystander.close()
+
+
+async def test_a_frame_split_across_writes_is_reassembled():
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        await setup_writer(wire)
+        frame = encode(append_end(W1, events(b"x" * 10_000), 1))
+        for i in range(0, len(frame), 777):
+            wire.send_raw(frame[i:i + 777])
+            await asyncio.sleep(0)
+        assert (await wire.recv()).current_segment_write_offset == 10_008
+        await wire.close()
