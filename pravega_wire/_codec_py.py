@@ -748,6 +748,8 @@ def _check_header(type_code, length, base, max_payload):
 
 def _as_bytes_view(data):
     mv = memoryview(data)
+    if not mv.c_contiguous:
+        raise BufferError("the codec reads contiguous buffers only")
     if mv.format != "B" or mv.ndim != 1:
         mv = mv.cast("B")
     return mv
