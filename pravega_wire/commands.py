@@ -62,9 +62,8 @@ class _Record(tuple):
                 params.append(f"{name}=_d_{name}")
             elif seen_default:
                 params.append(f"{name}=_MISSING")
-                checks.append(
-                    f"    if {name} is _MISSING: raise TypeError("
-                    f"'{cls.__name__}() missing required argument: {name!r}')\n")
+                message = f"{cls.__name__}() missing required argument: {name!r}"
+                checks.append(f"    if {name} is _MISSING: raise TypeError({message!r})\n")
             else:
                 params.append(name)
         namespace = {"_MISSING": _MISSING, "_tuple_new": tuple.__new__, "_EMPTY_LIST": _EMPTY_LIST}

@@ -9,7 +9,7 @@ __all__ = [
     "PravegaWireError", "InvalidMessageError", "ConnectionFailedError", "ConnectionClosedError",
     "IncompatibleVersionError", "WrongHostError", "SegmentSealedError", "NoSuchSegmentError",
     "SegmentTruncatedError", "AuthenticationError", "TokenExpiredError", "RetriesExhaustedError",
-    "TimeoutError",
+    "TimeoutError", "ServerError", "EncoderStateError", "ConditionalAppendError",
 ]
 
 
@@ -48,7 +48,8 @@ class WrongHostError(PravegaWireError):
 
 
 class SegmentSealedError(PravegaWireError):
-    """The segment is sealed. ``unacknowledged`` holds events a writer hands back."""
+    """The segment is sealed. ``unacknowledged``: when a writer fails with it, the payloads of
+    every event it had not had acknowledged, in order, for the caller to write elsewhere."""
 
     def __init__(self, message: str = "segment is sealed", unacknowledged=()):
         super().__init__(message)
@@ -56,7 +57,7 @@ class SegmentSealedError(PravegaWireError):
 
 
 class NoSuchSegmentError(PravegaWireError):
-    """The segment does not exist. ``unacknowledged`` holds events a writer hands back."""
+    """The segment does not exist. ``unacknowledged``: as for :class:`SegmentSealedError`."""
 
     def __init__(self, message: str = "no such segment", unacknowledged=()):
         super().__init__(message)
@@ -86,3 +87,28 @@ class RetriesExhaustedError(PravegaWireError):
 
 class TimeoutError(PravegaWireError, builtins.TimeoutError):  # noqa: A001 (shadows on purpose)
     """An operation did not complete within its bound."""
+
+
+class ServerError(PravegaWireError):
+    """The segment store refused a request: an ``ErrorMessage`` reply (``error_code`` 0 is
+    Java's IllegalArgumentException, -1 any other error) or ``OperationUnsupported``. Not
+    retried."""
+
+    def __init__(self, message: str, *, segment: str = "", error_code: int = -1):
+        super().__init__(message)
+        self.segment = segment
+        self.error_code = error_code
+
+    @property
+    def is_illegal_argument(self) -> bool:
+        return self.error_code == 0
+
+
+class EncoderStateError(PravegaWireError, RuntimeError):
+    """A command the encoder may not write in its current state (Java: IllegalStateException):
+    a Hello while an append block is open or appends are queued."""
+
+
+class ConditionalAppendError(PravegaWireError, ValueError):
+    """A conditional :class:`Append` (``expected_length`` set) was given to the block path
+    (Java: IllegalArgumentException). Send a ``ConditionalAppend`` command instead."""
