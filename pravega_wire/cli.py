@@ -1,5 +1,7 @@
 """The ``pravega-wire`` command.
 
+``pravega-wire demo [options]`` is the main job (see :mod:`pravega_wire.demo`).
+
 One function per subcommand: ``_add_<name>`` declares its arguments, ``_<name>`` runs it.
 
 ``pravega-wire serve --stores N [--controller-port P] [--data-dir D] [--auth]`` runs an embedded
@@ -141,6 +143,25 @@ def _port(text: str) -> int:
     return value
 
 
+# ---- demo -------------------------------------------------------------------------------------
+
+def _add_demo(subparsers: Any) -> None:
+    from . import demo
+    parser = subparsers.add_parser(
+        "demo", help="writers and readers through one connection pool (the main job)",
+        description=demo.__doc__.strip().splitlines()[0] + " Starts an embedded cluster, "
+                    "writes and reads a stream of many segments through one pool, verifies "
+                    "every event and reports throughput, latency and sockets.")
+    demo.add_arguments(parser)
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return demo.run(args)
+
+
 # ---- entry point ------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="pravega-wire",
         description="Pravega's segment-store wire protocol in Python: tools.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(subparsers)
     _add_serve(subparsers)
     return parser
 

@@ -1,0 +1,467 @@
+"""The segment reader: a segment's bytes, and the events in them, over a pooled flow.
+
+Behaviour follows Pravega's ``AsyncSegmentInputStreamImpl`` / ``SegmentInputStreamImpl``
+(PROTOCOL.md §9.4): one ``ReadSegment`` outstanding at a time with the fixed request id
+``flow_id << 32``, the next one sent as soon as a reply arrives while the buffer has room
+(prefetch); at the tail the server holds the read (long poll) and an empty reply just triggers
+the next one; ``SegmentIsSealed`` means end of segment; ``SegmentIsTruncated`` and
+``NoSuchSegment`` raise :class:`~pravega_wire.errors.SegmentTruncatedError`; WrongHost, expired
+tokens, lost connections and replies for the wrong offset are retried with backoff from the
+same offset.
+
+Payloads are not copied more than once: an event that lies inside one received chunk comes back
+as a ``memoryview`` of it; only an event that spans chunks is assembled (one copy, ``bytes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import struct
+from typing import Any, List, Optional, Union
+
+from .. import commands as C
+from ..errors import (AuthenticationError, ConnectionClosedError, ConnectionFailedError,
+                      IncompatibleVersionError, InvalidMessageError, RetriesExhaustedError,
+                      SegmentTruncatedError, TimeoutError, TokenExpiredError, WrongHostError)
+from ._common import (FlowListener, RetryPolicy, SegmentLocator, TokenProvider, as_locator,
+                      no_token, open_flow)
+
+__all__ = ["SegmentReader", "EndOfSegment", "DEFAULT_BUFFER_SIZE", "MAX_READ"]
+
+log = logging.getLogger("pravega_wire.client.reader")
+
+#: Bytes a reader buffers ahead of the caller (Java's default buffer).
+DEFAULT_BUFFER_SIZE = 1024 * 1024
+#: Largest single read the reader asks for (the server clamps to 2 MiB anyway).
+MAX_READ = 2 * 1024 * 1024
+#: Smallest read the reader asks for while its buffer has room (Java: 256 KiB).
+_MIN_READ = 256 * 1024
+
+_EVENT_HEADER = struct.Struct(">ii")
+_unpack_header = _EVENT_HEADER.unpack_from
+_ASYNC_TIMEOUTS = (asyncio.TimeoutError, TimeoutError)
+
+
+class EndOfSegment(Exception):
+    """The reader reached the end of a sealed segment, or its ``end_offset``."""
+
+
+class SegmentReader:
+    """Reads one segment from ``offset`` (and up to ``end_offset`` if given).
+
+    ``await read_event()`` returns the next event's payload (a memoryview or bytes), raising
+    :class:`EndOfSegment` at the end of a sealed segment or at ``end_offset``;
+    ``await read(max_bytes)`` returns raw bytes. ``timeout`` bounds one call's wait for data
+    (at the tail of a segment that is still written, a read waits for new data).
+
+    ``offset`` is the position of the next byte the caller gets. One coroutine reads at a time.
+    """
+
+    def __init__(self, pool: Any, where: Any, segment: str, *, offset: int = 0,
+                 end_offset: Optional[int] = None, buffer_size: int = DEFAULT_BUFFER_SIZE,
+                 token_provider: TokenProvider = no_token, retry: RetryPolicy = RetryPolicy()):
+        if not isinstance(segment, str) or not segment:
+            raise TypeError(f"segment must be a non-empty str, not {segment!r}")
+        for name, value in (("offset", offset), ("buffer_size", buffer_size)):
+            if type(value) is not int:
+                raise TypeError(f"{name} must be an int, not {value!r}")
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, not {offset}")
+        if end_offset is not None:
+            if type(end_offset) is not int:
+                raise TypeError(f"end_offset must be an int or None, not {end_offset!r}")
+            if end_offset < offset:
+                raise ValueError(f"end_offset {end_offset} is before offset {offset}")
+        if buffer_size < 8:
+            raise ValueError("buffer_size must be at least 8 bytes")
+        if not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, not {retry!r}")
+        self._pool = pool
+        self._locator: SegmentLocator = as_locator(where)
+        self.segment = segment
+        self._tokens = token_provider
+        self._retry = retry
+        self.buffer_size = buffer_size
+        self.end_offset = end_offset
+        #: ``flow_id << 32`` of the current flow (the request id of every ReadSegment).
+        self.request_id = -1
+        self._loop = asyncio.get_running_loop()
+        self._chunks: collections.deque = collections.deque()  # memoryviews of received data
+        self._buffered = 0
+        #: Position of the next byte the caller gets.
+        self.offset = offset
+        self._fetch_offset = offset  # position of the next byte to request
+        self._outstanding: Optional[int] = None  # offset of the read in flight
+        self._end = False  # the server said end of segment at _fetch_offset
+        self._wanted = 0  # bytes the waiting caller needs buffered (may exceed buffer_size)
+        self._error: Optional[BaseException] = None
+        self._flow: Any = None
+        self._listener: Optional[FlowListener] = None
+        self._token = ""
+        self._token_expired = False
+        self._waiter: Optional[asyncio.Future] = None
+        self._connector: Optional[asyncio.Task] = None
+        self._failures = 0  # consecutive failures since the last reply that made progress
+        self._last_failure: Optional[BaseException] = None
+        self._closed = False
+        #: Number of connections (flows) opened.
+        self.connections = 0
+
+    async def __aenter__(self) -> "SegmentReader":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release the flow (a pooled connection stays open); a read in progress, and every
+        later one, fails with ConnectionClosedError. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        task, self._connector = self._connector, None
+        if task is not None and not task.done():
+            task.cancel()
+        self._drop_flow()
+        self._fail(ConnectionClosedError(f"the reader of {self.segment} was closed"))
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned to the caller."""
+        return self._buffered
+
+    # ---- the caller's side ----------------------------------------------------------------
+
+    async def read_event(self, *, timeout: Optional[float] = None) -> Union[memoryview, bytes]:
+        """The next event's payload. Raises EndOfSegment at the end, TimeoutError if the event
+        is not complete within ``timeout`` seconds (nothing is consumed then),
+        SegmentTruncatedError, RetriesExhaustedError, InvalidMessageError on bytes that are not
+        an Event record (``offset`` stays at the bad header)."""
+        chunks = self._chunks
+        if chunks and not self._closed:  # the common case: the whole event in the first chunk
+            first = chunks[0]
+            size = len(first)
+            if size >= 8:
+                kind, length = _unpack_header(first)
+                end = 8 + length
+                if kind == 0 and 8 <= end <= size:
+                    if end == size:
+                        chunks.popleft()
+                    else:
+                        chunks[0] = first[end:]
+                    self._buffered -= end
+                    self.offset += end
+                    if self._outstanding is None:
+                        self._maybe_fetch()
+                    return first[8:end]
+        return await self._read_event(timeout)
+
+    async def _read_event(self, timeout: Optional[float]) -> Union[memoryview, bytes]:
+        if self._closed:
+            raise ConnectionClosedError(f"the reader of {self.segment} is closed")
+        deadline = None if timeout is None else self._loop.time() + timeout
+        need = 8
+        while True:
+            if self._buffered >= 8:
+                kind, length = _EVENT_HEADER.unpack(self._peek(8))
+                if kind != 0:
+                    raise InvalidMessageError(
+                        f"{self.segment}: expected an Event record at offset {self.offset}, "
+                        f"found type {kind}", offset=self.offset)
+                if length < 0:
+                    raise InvalidMessageError(
+                        f"{self.segment}: negative event length {length} at offset "
+                        f"{self.offset}", offset=self.offset)
+                need = 8 + length
+                if self._buffered >= need:
+                    self._skip(8)
+                    return self._take(length)
+            await self._fill(need, deadline, timeout)
+
+    async def read(self, max_bytes: int = MAX_READ, *,
+                   timeout: Optional[float] = None) -> Union[memoryview, bytes]:
+        """Up to ``max_bytes`` (≥ 1) of raw segment data, at least one byte, as soon as some is
+        there. Raises EndOfSegment at the end."""
+        if type(max_bytes) is not int or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, not {max_bytes!r}")
+        if self._closed:
+            raise ConnectionClosedError(f"the reader of {self.segment} is closed")
+        deadline = None if timeout is None else self._loop.time() + timeout
+        while not self._buffered:
+            await self._fill(1, deadline, timeout)
+        chunk = self._chunks[0]
+        if len(chunk) <= max_bytes:
+            self._chunks.popleft()
+        else:
+            self._chunks[0] = chunk[max_bytes:]
+            chunk = chunk[:max_bytes]
+        self._consumed(len(chunk))
+        return chunk
+
+    def _peek(self, n: int) -> bytes:
+        first = self._chunks[0]
+        if len(first) >= n:
+            return first[:n]
+        parts: List[memoryview] = []
+        got = 0
+        for chunk in self._chunks:
+            parts.append(chunk[:n - got])
+            got += len(parts[-1])
+            if got >= n:
+                break
+        return b"".join(parts)
+
+    def _skip(self, n: int) -> None:
+        chunks = self._chunks
+        left = n
+        while left:
+            chunk = chunks[0]
+            if len(chunk) <= left:
+                chunks.popleft()
+                left -= len(chunk)
+            else:
+                chunks[0] = chunk[left:]
+                left = 0
+        self._consumed(n)
+
+    def _take(self, n: int) -> Union[memoryview, bytes]:
+        if not n:
+            return b""
+        chunks = self._chunks
+        first = chunks[0]
+        if len(first) >= n:  # inside one chunk: a view, no copy
+            if len(first) == n:
+                chunks.popleft()
+            else:
+                chunks[0] = first[n:]
+            self._consumed(n)
+            return first[:n]
+        parts: List[memoryview] = []  # spans chunks: assembled once
+        left = n
+        while left:
+            chunk = chunks[0]
+            if len(chunk) <= left:
+                parts.append(chunks.popleft())
+                left -= len(chunk)
+            else:
+                parts.append(chunk[:left])
+                chunks[0] = chunk[left:]
+                left = 0
+        self._consumed(n)
+        return b"".join(parts)
+
+    def _consumed(self, n: int) -> None:
+        self._buffered -= n
+        self.offset += n
+        self._maybe_fetch()
+
+    async def _fill(self, need: int, deadline: Optional[float], timeout: Optional[float]) -> None:
+        """Wait until more data, the end, or an error arrives (``need`` bytes are wanted)."""
+        if self._error is not None:
+            raise self._error
+        if self._end or (self.end_offset is not None and self._fetch_offset >= self.end_offset):
+            # Nothing more will come: what is buffered is all there is.
+            left = self._buffered
+            raise EndOfSegment(f"end of {self.segment} at offset {self.offset + left}" + (
+                f" ({left} bytes of an incomplete event remain)" if left else ""))
+        if self._waiter is not None:
+            raise RuntimeError(f"another coroutine is already reading {self.segment}")
+        self._wanted = need
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            self._maybe_fetch()
+            if deadline is None:
+                await waiter
+            else:
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                await asyncio.wait_for(waiter, remaining)
+        except _ASYNC_TIMEOUTS:
+            raise TimeoutError(f"no data from {self.segment} at offset {self.offset} within "
+                               f"{timeout} s") from None
+        finally:
+            self._waiter = None
+            self._wanted = 0
+        if self._error is not None and self._buffered < need:
+            raise self._error
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        """Sticky: every later read that needs more data than is buffered raises ``error``."""
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    # ---- fetching -------------------------------------------------------------------------
+
+    def _maybe_fetch(self) -> None:
+        if (self._outstanding is not None or self._end or self._error is not None
+                or self._closed):
+            return
+        room = max(self.buffer_size, self._wanted) - self._buffered
+        if room <= 0:
+            return
+        end = self.end_offset
+        if end is not None and self._fetch_offset >= end:
+            return
+        flow = self._flow
+        if flow is None:
+            if self._connector is None:
+                self._connector = self._loop.create_task(self._connect())
+            return
+        length = min(max(min(_MIN_READ, self.buffer_size), room), MAX_READ)
+        if end is not None:
+            length = min(length, end - self._fetch_offset)
+        self._outstanding = self._fetch_offset
+        try:
+            flow.send(C.ReadSegment(self.segment, self._fetch_offset, length, self._token,
+                                    self.request_id))
+        except ConnectionFailedError as e:
+            self._lost(e)
+
+    async def _connect(self) -> None:
+        try:
+            while True:
+                if self._failures:
+                    if self._failures >= self._retry.attempts:
+                        error = RetriesExhaustedError(
+                            f"reader of {self.segment} at offset {self._fetch_offset}: "
+                            f"{self._failures} attempts failed; last: {self._last_failure!r}")
+                        error.__cause__ = self._last_failure
+                        self._fail(error)
+                        return
+                    await asyncio.sleep(self._retry.delay(self._failures - 1))
+                try:
+                    await self._open()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - retried
+                    if isinstance(e, IncompatibleVersionError):  # no retry can fix that
+                        self._fail(e)
+                        return
+                    self._failures += 1
+                    self._last_failure = e
+                    log.debug("reader %s: connecting failed: %r", self.segment, e)
+                    continue
+                break
+        finally:
+            if self._connector is asyncio.current_task():
+                self._connector = None
+        self._maybe_fetch()
+
+    async def _open(self) -> None:
+        endpoint = await self._locator.get_endpoint(self.segment)
+        self._token = await self._tokens(self.segment, self._token_expired)
+        self._token_expired = False
+        listener = self._listener = FlowListener(self._on_reply, self._on_lost)
+        flow = await open_flow(self._pool.open_flow(endpoint, listener))
+        if not listener.active:  # lost while the flow was being opened
+            flow.close()
+            raise ConnectionFailedError(f"the connection to {endpoint} was lost while opening")
+        self._flow = flow
+        self.request_id = flow.flow_id << 32
+        self.connections += 1
+
+    def _drop_flow(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.active = False
+        flow, self._flow = self._flow, None
+        if flow is not None:
+            flow.close()
+        self._outstanding = None
+
+    def _lost(self, cause: BaseException) -> None:
+        """Give up the flow; reconnect (with backoff) and re-issue the read from the same
+        offset."""
+        log.debug("reader %s: reconnecting after %r", self.segment, cause)
+        self._drop_flow()
+        if isinstance(cause, IncompatibleVersionError):
+            self._fail(cause)
+            return
+        self._failures += 1
+        self._last_failure = cause
+        self._maybe_fetch()
+
+    # ---- replies (through the flow's listener) ---------------------------------------------
+
+    def _on_lost(self, listener: FlowListener, exc: Optional[BaseException]) -> None:
+        self._lost(exc or ConnectionFailedError("connection lost"))
+
+    def _on_reply(self, reply: Any) -> None:
+        t = type(reply)
+        if t is C.SegmentRead:
+            self._segment_read(reply)
+        elif t is C.Hello or t is C.KeepAlive:
+            return
+        elif t is C.SegmentIsSealed:
+            # The end: PROTOCOL.md §9.4 treats it as an empty SegmentRead with endOfSegment.
+            if reply.offset in (self._outstanding, -1) and self._outstanding is not None:
+                self._outstanding = None
+                self._failures = 0
+                self._end = True
+                self._wake()
+        elif t is C.SegmentIsTruncated:
+            self._drop_flow()
+            self._fail(SegmentTruncatedError(
+                f"{self.segment}: offset {self._fetch_offset} is no longer readable; the "
+                f"segment now starts at {reply.start_offset}", start_offset=reply.start_offset))
+        elif t is C.NoSuchSegment:
+            self._drop_flow()
+            self._fail(SegmentTruncatedError(
+                f"{self.segment}: offset {self._fetch_offset} is no longer readable; the "
+                "segment no longer exists"))
+        elif t is C.WrongHost:
+            self._locator.invalidate(self.segment)
+            self._lost(WrongHostError(f"{self.segment} is not on this store"))
+        elif t is C.AuthTokenCheckFailed:
+            if reply.error_code == C.AuthTokenCheckFailed.TOKEN_EXPIRED:
+                self._token_expired = True
+                self._lost(TokenExpiredError(f"the delegation token for {self.segment} expired"))
+            else:
+                self._drop_flow()
+                self._fail(AuthenticationError(
+                    f"the segment store rejected the token for {self.segment} "
+                    f"(code {reply.error_code})"))
+        else:  # ErrorMessage, OperationUnsupported, anything unexpected
+            self._lost(ConnectionFailedError(f"reader of {self.segment}: unexpected reply "
+                                             f"{reply!r}"))
+
+    def _segment_read(self, reply: Any) -> None:
+        if reply.segment != self.segment or reply.offset != self._outstanding:
+            self._lost(InvalidMessageError(
+                f"SegmentRead for {reply.segment}@{reply.offset}, expected "
+                f"{self.segment}@{self._outstanding}"))
+            return
+        self._outstanding = None
+        self._failures = 0
+        data = reply.data
+        if type(data) is not memoryview:
+            data = memoryview(data)
+        if data.format != "B" or data.ndim != 1:
+            data = data.cast("B")
+        n = len(data)
+        end = self.end_offset
+        if end is not None and self._fetch_offset + n > end:  # never hand out bytes past it
+            n = end - self._fetch_offset
+            data = data[:n]
+        if n:
+            self._chunks.append(data)
+            self._buffered += n
+            self._fetch_offset += n
+        if reply.end_of_segment:
+            self._end = True
+        self._maybe_fetch()
+        if n or self._end:
+            self._wake()
+
+    def __repr__(self) -> str:
+        return (f"<SegmentReader {self.segment!r} offset={self.offset} "
+                f"buffered={self._buffered} end_offset={self.end_offset}>")

@@ -1,0 +1,134 @@
+"""A small stream facade: events with routing keys to a stream's segments by key range, and
+readers for all of a stream's segments. Enough for the demo; not reader groups, and no scaling:
+when a segment is sealed its writer fails with SegmentSealedError, whose ``unacknowledged``
+events the caller can write again after fetching the stream's new segments."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import functools
+import random
+from typing import Any, Dict, List, Optional, Sequence
+
+from ._common import TokenProvider
+from .controller import SegmentWithRange, hash_routing_key
+from .reader import SegmentReader
+from .writer import EventWriterConfig, SegmentWriter
+
+__all__ = ["StreamWriter", "stream_readers"]
+
+#: Routing keys whose hash position a StreamWriter remembers (the hash is pure Python).
+ROUTING_CACHE_SIZE = 4096
+
+
+def _token_provider(controller: Any, scope: str, stream: str) -> TokenProvider:
+    async def provide(segment: str, expired: bool) -> str:
+        return await controller.get_delegation_token(scope, stream)
+    return provide
+
+
+class StreamWriter:
+    """Routes each event to the segment whose key range holds its routing key (the same hash as
+    Pravega's Java client, :func:`~pravega_wire.client.controller.segment_for_key`) and writes
+    it with that segment's :class:`SegmentWriter`, opened on first use. Events with one routing
+    key stay in order; events without one go to a random segment.
+
+    ``controller`` locates segments (and issues tokens when ``auth`` is set).
+    """
+
+    def __init__(self, pool: Any, controller: Any, scope: str, stream: str,
+                 segments: Sequence[SegmentWithRange], *,
+                 config: EventWriterConfig = EventWriterConfig(), auth: bool = False):
+        if not segments:
+            raise ValueError(f"stream {scope}/{stream} is sealed or has no segments")
+        self._pool = pool
+        self._controller = controller
+        self.scope = scope
+        self.stream = stream
+        self.segments: List[SegmentWithRange] = sorted(segments, key=lambda s: s.max_key)
+        self._max_keys = [s.max_key for s in self.segments]
+        self.config = config
+        self._tokens = _token_provider(controller, scope, stream) if auth else None
+        self._writers: Dict[int, SegmentWriter] = {}
+        self._position = functools.lru_cache(maxsize=ROUTING_CACHE_SIZE)(hash_routing_key)
+
+    @classmethod
+    async def open(cls, pool: Any, controller: Any, scope: str, stream: str,
+                   **kwargs: Any) -> "StreamWriter":
+        """A writer for the stream's current segments."""
+        segments = await controller.get_current_segments(scope, stream)
+        return cls(pool, controller, scope, stream, segments, **kwargs)
+
+    def segment_for(self, routing_key: Optional[str]) -> SegmentWithRange:
+        """The segment an event with ``routing_key`` goes to (the one with the smallest
+        ``max_key`` at or above the key's hash position)."""
+        position = random.random() if routing_key is None else self._position(routing_key)
+        index = bisect.bisect_left(self._max_keys, position)
+        return self.segments[min(index, len(self.segments) - 1)]
+
+    def writer_for(self, segment: SegmentWithRange) -> SegmentWriter:
+        writer = self._writers.get(segment.segment_id)
+        if writer is None:
+            kwargs: Dict[str, Any] = {"config": self.config}
+            if self._tokens is not None:
+                kwargs["token_provider"] = self._tokens
+            writer = SegmentWriter(self._pool, self._controller, segment.name, **kwargs)
+            self._writers[segment.segment_id] = writer
+        return writer
+
+    def write_nowait(self, event: Any, routing_key: Optional[str] = None) -> SegmentWithRange:
+        """Write without waiting; returns the segment the event went to."""
+        segment = self.segment_for(routing_key)
+        self.writer_for(segment).write_nowait(event)
+        return segment
+
+    async def write(self, event: Any, routing_key: Optional[str] = None) -> SegmentWithRange:
+        """Write, waiting only while the segment writer's in-flight bytes are over its limit;
+        returns the segment the event went to."""
+        segment = self.segment_for(routing_key)
+        await self.writer_for(segment).write(event)
+        return segment
+
+    @property
+    def writers(self) -> List[SegmentWriter]:
+        return list(self._writers.values())
+
+    async def flush(self, *, timeout: Optional[float] = None) -> None:
+        """Flush every segment writer; the first error is raised once all have finished."""
+        results = await asyncio.gather(*(w.flush(timeout=timeout)
+                                         for w in self._writers.values()),
+                                       return_exceptions=True)
+        _raise_first(results)
+
+    async def close(self) -> None:
+        """Flush and close every segment writer (all of them, even if one fails; the first
+        error is raised)."""
+        results = await asyncio.gather(*(w.close() for w in self._writers.values()),
+                                       return_exceptions=True)
+        _raise_first(results)
+
+    async def __aenter__(self) -> "StreamWriter":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            await self.close()
+        else:
+            for writer in self._writers.values():
+                await writer.close(flush=False)
+
+
+def _raise_first(results: List[Any]) -> None:
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def stream_readers(pool: Any, controller: Any, scope: str, stream: str,
+                         **kwargs: Any) -> List[SegmentReader]:
+    """One :class:`SegmentReader` per segment at the head of the stream, from its head offset
+    (``kwargs`` go to every reader)."""
+    head = await controller.get_segments_at_head(scope, stream)
+    return [SegmentReader(pool, controller, location.name, offset=location.offset, **kwargs)
+            for location in head]
