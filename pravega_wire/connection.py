@@ -650,9 +650,11 @@ class Connection(asyncio.Protocol):
         return True
 
     def _drop(self, reply) -> None:
+        # Counted, and logged at INFO: a reply for a flow the client just closed (a reader closed
+        # while its long-poll read was outstanding) is routine, not a fault.
         self.replies_dropped += 1
-        log.warning("%r: dropped %s for flow %d, which is not open on this connection",
-                    self, type(reply).__name__, reply.request_id >> 32)
+        log.info("%r: dropped %s for flow %d, which is not open on this connection",
+                 self, type(reply).__name__, reply.request_id >> 32)
 
     def _listener_failed(self, flow: FlowConnection, e: Exception) -> None:
         if flow._conn is not self:
