@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=200_000, help="events in all (200000)")
     parser.add_argument("--event-size", type=int, default=100, help="bytes per event (100)")
     parser.add_argument("--keys", type=int, default=16, help="routing keys per writer (16)")
+    parser.add_argument("--max-inflight", type=int, default=8192, metavar="BYTES",
+                        help="unacknowledged bytes per segment writer before a write waits "
+                             "(8192): bounds the queue, and so the acknowledgement latency")
     parser.add_argument("--stores", type=int, default=3, help="embedded segment stores (3)")
     parser.add_argument("--max-connections", type=int, default=4,
                         help="pooled connections per segment store (4)")
@@ -54,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo for parsed arguments; 0 if every event came back intact."""
-    for name in ("segments", "writers", "readers", "events", "stores", "max_connections", "keys"):
+    for name in ("segments", "writers", "readers", "events", "stores", "max_connections", "keys",
+                 "max_inflight"):
         if getattr(args, name) < 1:
             print(f"pravega-wire demo: --{name.replace('_', '-')} must be at least 1",
                   file=sys.stderr)
@@ -137,7 +141,8 @@ async def _exercise(args, controller, pool, stream, segments, StreamWriter, Even
     per_writer = [args.events // args.writers + (1 if w < args.events % args.writers else 0)
                   for w in range(args.writers)]
     tally = _Tally(args.events)
-    config = EventWriterConfig(enable_connection_pooling=args.pooling, record_latency=True)
+    config = EventWriterConfig(enable_connection_pooling=args.pooling, record_latency=True,
+                               max_inflight_bytes=args.max_inflight)
     stream_writers = [StreamWriter(pool, controller, args.scope, stream, segments, config=config)
                       for _ in range(args.writers)]
 
