@@ -80,6 +80,21 @@ def test_encode(benchmark, codec, case):
     assert codec.decode(frame) == cmd
 
 
+PAYLOAD_CASES = [(f"{kind}-{label}", dict(COMMANDS)[f"{kind}-{label}"])
+                 for kind in ("SegmentRead", "AppendBlockEnd") for label in SIZES]
+
+
+@pytest.mark.parametrize("case", PAYLOAD_CASES, ids=[name for name, _ in PAYLOAD_CASES])
+def test_encode_parts(benchmark, codec, case):
+    """The frame as buffers: payloads of at least VIEW_THRESHOLD bytes are passed on, uncopied
+    (compare with the ``encode`` group of the same case, which builds one bytes object)."""
+    name, cmd = case
+    benchmark.group = f"encode_parts {name}"
+    parts = benchmark(codec.encode_parts, cmd)
+    assert b"".join(parts) == codec.encode(cmd)
+    assert any(part is cmd.data for part in parts) == (len(cmd.data) >= codec.VIEW_THRESHOLD)
+
+
 @pytest.mark.parametrize("case", COMMANDS, ids=CASE_IDS)
 def test_decode(benchmark, codec, case):
     name, cmd = case

@@ -10,8 +10,8 @@ Commands live in :mod:`pravega_wire.commands`; the pool in :mod:`pravega_wire.po
 
 from . import commands
 from .appends import Append, AppendDecoder, CommandEncoder
-from .codec import (IMPLEMENTATION, FrameDecoder, decode, encode, pack_request_id,
-                    unpack_request_id)
+from .codec import (IMPLEMENTATION, FrameDecoder, decode, encode, encode_parts,
+                    pack_request_id, unpack_request_id)
 from .errors import (AuthenticationError, ConnectionClosedError, ConnectionFailedError,
                      IncompatibleVersionError, InvalidMessageError, NoSuchSegmentError,
                      PravegaWireError, RetriesExhaustedError, SegmentSealedError,
@@ -21,7 +21,7 @@ from .flow import Flow
 __version__ = "0.1.0"
 
 __all__ = [
-    "IMPLEMENTATION", "commands", "encode", "decode", "FrameDecoder", "Flow", "pack_request_id",
+    "IMPLEMENTATION", "commands", "encode", "encode_parts", "decode", "FrameDecoder", "Flow", "pack_request_id",
     "CommandEncoder", "Append", "AppendDecoder",
     "unpack_request_id", "PravegaWireError", "InvalidMessageError", "ConnectionFailedError",
     "ConnectionClosedError", "IncompatibleVersionError", "WrongHostError", "SegmentSealedError",

@@ -16,6 +16,11 @@ def encode(cmd: Command) -> bytes:
     """One whole frame for ``cmd`` (header included); ``InvalidMessageError`` if a field does
     not fit."""
 
+def encode_parts(cmd: Command) -> List[_BytesLike]:
+    """``encode(cmd)`` as buffers to write in order: every byte field of at least
+    ``VIEW_THRESHOLD`` bytes is the caller's object itself, the bytes around such fields are one
+    ``bytes`` each; ``[encode(cmd)]`` when there is none. Raises what ``encode`` raises."""
+
 def decode(frame: _BytesLike) -> Command:
     """One whole frame (header included) into a command; ``InvalidMessageError`` if malformed."""
 

@@ -19,6 +19,9 @@ How it is built:
 - **Errors are defined once.** The C paths detect that an input is not valid and then let the
   pure twin raise: messages, ``offset`` and ``decoded`` are the reference's by construction.
   Nothing is emitted or consumed before the error.
+- **Large payloads are not copied by ``encode_parts``.** It measures the fields like ``encode``,
+  then writes only the bytes around the byte fields of at least :data:`VIEW_THRESHOLD` bytes,
+  which it returns as the caller's objects themselves.
 - **Decoding by pointer.** Frames are parsed in place over the caller's buffer; records are
   allocated directly as tuple subclasses; writer ids come from a small cache of recently seen
   16-byte ids (UUIDs are immutable, so sharing them is safe). Byte fields of at least
@@ -122,8 +125,8 @@ cdef extern from *:
     int pw_long_to_be128(object v, unsigned char* out)
 
 __all__ = [
-    "encode", "decode", "FrameDecoder", "pack_request_id", "unpack_request_id", "encode_utf",
-    "decode_utf", "encode_event", "VIEW_THRESHOLD", "IMPLEMENTATION",
+    "encode", "encode_parts", "decode", "FrameDecoder", "pack_request_id", "unpack_request_id",
+    "encode_utf", "decode_utf", "encode_event", "VIEW_THRESHOLD", "IMPLEMENTATION",
 ]
 
 IMPLEMENTATION = "compiled"
@@ -143,6 +146,7 @@ cdef object _EMPTY = b""
 
 # The pure twin's helpers that define the canonical errors and the slow paths.
 cdef object _py_encode = _py.encode
+cdef object _py_encode_parts = _py.encode_parts
 cdef object _py_encode_event = _py.encode_event
 cdef object _py_encode_utf = _py.encode_utf
 cdef object _py_decode = _py.decode
@@ -532,6 +536,7 @@ cdef struct _Slot:
     int op
     int64_t v          # integer value, or byte count of the data
     const uint8_t* p   # OP_STR, OP_BLOB, OP_RAW, OP_EVENT: the bytes
+    PyObject* obj      # OP_BLOB, OP_RAW, OP_EVENT: the object holding them (the command's)
     PyObject* text     # OP_MUTF8: the str (owned by the command being encoded)
     Py_ssize_t size    # bytes this field takes in the frame
     uint8_t uuid[16]
@@ -586,6 +591,7 @@ cdef bint _measure_bytes(_Slot* s, int op, object data) except -1:
         return False
     if op != OP_RAW and n > 0x7FFFFFFF:
         return False
+    s.obj = <PyObject*>data
     s.op = op
     s.v = n
     s.size = n + (4 if op == OP_BLOB else 8 if op == OP_EVENT else 0)
@@ -630,6 +636,21 @@ cdef bint _measure(_Slot* s, int kind, object value) except -1:
     return False
 
 
+cdef inline uint8_t* _write_prefix(uint8_t* w, _Slot* s) noexcept:
+    """What precedes a byte field's bytes: its i32 length (OP_BLOB), the Event record's header
+    (OP_EVENT) or nothing (OP_RAW)."""
+    if s.op == OP_BLOB:
+        return _st_i32(w, <int32_t>s.v)
+    if s.op == OP_EVENT:
+        return _st_i32(_st_i32(w, 0), <int32_t>s.v)
+    return w
+
+
+cdef inline bint _passed_on(_Slot* s) noexcept:
+    """A byte field that ``encode_parts`` returns as it is, rather than copying it."""
+    return (s.op == OP_BLOB or s.op == OP_RAW or s.op == OP_EVENT) and s.v >= _VIEW_THRESHOLD
+
+
 cdef uint8_t* _write_slot(uint8_t* w, _Slot* s) noexcept:
     if s.op == OP_I64:
         return _st_i64(w, s.v)
@@ -645,20 +666,20 @@ cdef uint8_t* _write_slot(uint8_t* w, _Slot* s) noexcept:
         w = _st_u16(w, <uint16_t>s.v)
         if s.op == OP_MUTF8:
             return _put_mutf8(w, <str>s.text)
-    elif s.op == OP_BLOB:
-        w = _st_i32(w, <int32_t>s.v)
-    elif s.op == OP_EVENT:
-        w = _st_i32(_st_i32(w, 0), <int32_t>s.v)
+    else:
+        w = _write_prefix(w, s)
     if s.v:
         memcpy(w, s.p, s.v)
     return w + s.v
 
 
-cdef object _encode_layout(_Layout layout, object cmd):
-    """The frame for ``cmd``, or None when the pure twin must handle it."""
+cdef object _encode_layout(_Layout layout, object cmd, bint parts):
+    """The frame for ``cmd`` (as ``encode_parts``' list when ``parts``), or None when the pure
+    twin must handle it."""
     cdef _Slot slots[MAX_FIELDS]
     cdef int i, used = 0
     cdef Py_ssize_t length = 0
+    cdef bint passing = False
     cdef uint8_t* w
     try:
         for i in range(layout.count):
@@ -667,17 +688,52 @@ cdef object _encode_layout(_Layout layout, object cmd):
                             <object>PyTuple_GET_ITEM(cmd, layout.specs[i].index)):
                 return None
             length += slots[i].size
+            passing = passing or (parts and _passed_on(&slots[i]))
         if length > _MAX_FRAME - 8:
             return None
+        if passing:
+            return _split_frame(layout.type_code, length, slots, layout.count)
         out = PyBytes_FromStringAndSize(NULL, 8 + length)
         w = _st_i32(_st_i32(<uint8_t*>PyBytes_AS_STRING(out), layout.type_code), <int32_t>length)
         for i in range(layout.count):
             w = _write_slot(w, &slots[i])
-        return out
+        return [out] if parts else out
     finally:
         for i in range(used):
             if slots[i].held:
                 PyBuffer_Release(&slots[i].view)
+
+
+cdef list _split_frame(int32_t type_code, Py_ssize_t length, _Slot* slots, int count):
+    """``encode_parts``' list for measured fields: the large byte fields as they are, and one
+    bytes object (never empty) for each run of bytes before, between and after them."""
+    cdef list out = []
+    cdef int i, j, first = 0
+    cdef Py_ssize_t size = 8  # of the run being measured: the header starts the first one
+    cdef uint8_t* w
+    cdef bint last
+    for i in range(count + 1):
+        last = i == count
+        if not last and not _passed_on(&slots[i]):
+            size += slots[i].size
+            continue
+        if not last:
+            size += slots[i].size - slots[i].v  # its prefix ends the run
+        if size:
+            run = PyBytes_FromStringAndSize(NULL, size)
+            w = <uint8_t*>PyBytes_AS_STRING(run)
+            if first == 0:
+                w = _st_i32(_st_i32(w, type_code), <int32_t>length)
+            for j in range(first, i):
+                w = _write_slot(w, &slots[j])
+            if not last:
+                _write_prefix(w, &slots[i])
+            out.append(run)
+        if not last:
+            out.append(<object>slots[i].obj)
+        first = i + 1
+        size = 0
+    return out
 
 
 cdef object _encode_padding(object cmd):
@@ -691,15 +747,21 @@ cdef object _encode_padding(object cmd):
     return out
 
 
-cdef object _encode_event(object data):
+cdef object _encode_event(object data, bint parts):
+    """The Event record for ``data`` (as ``encode_parts``' list when ``parts``), or None when
+    the pure twin must handle it."""
     cdef _Slot slot
     slot.held = False
     try:
         if not _measure_bytes(&slot, OP_EVENT, data) or slot.v > _MAX_FRAME - 8:
             return None
+        if parts and _passed_on(&slot):
+            out = PyBytes_FromStringAndSize(NULL, 8)
+            _write_prefix(<uint8_t*>PyBytes_AS_STRING(out), &slot)
+            return [out, data]
         out = PyBytes_FromStringAndSize(NULL, slot.size)
         _write_slot(<uint8_t*>PyBytes_AS_STRING(out), &slot)
-        return out
+        return [out] if parts else out
     finally:
         if slot.held:
             PyBuffer_Release(&slot.view)
@@ -713,25 +775,55 @@ def encode(cmd):
     field does not fit (a string over 65 535 encoded bytes, an int out of range, a frame over
     16 777 215 bytes including its header).
     """
-    cdef object cls = type(cmd)
-    cdef object out = None
-    cdef _Layout layout = _ENCODE_LAYOUTS.get(cls)
-    if layout is not None:
-        if PyTuple_GET_SIZE(cmd) == layout.arity:
-            out = _encode_layout(layout, cmd)
-    elif cls is _Event:
-        if PyTuple_GET_SIZE(cmd) == 1:
-            out = _encode_event(<object>PyTuple_GET_ITEM(cmd, 0))
-    elif cls is _Padding:
-        out = _encode_padding(cmd)
+    out = _encode(cmd, False)
     if out is None:
         return _py_encode(cmd)
     return out
 
 
+def encode_parts(cmd):
+    """The frame :func:`encode` makes for ``cmd``, as a list of buffers to write in order.
+
+    Every byte field of at least :data:`VIEW_THRESHOLD` bytes (SegmentRead data, the data of
+    AppendBlock, AppendBlockEnd, ConditionalBlockEnd and PartialEvent, an Event's data, a large
+    table key or value, ...) is an element of its own: the caller's object itself, not a copy.
+    The bytes before, between and after such fields are one ``bytes`` object each (none is
+    empty); a command without large fields comes back as ``[encode(cmd)]``. A large field in a
+    memoryview that is not C-contiguous cannot be passed on: the result is then
+    ``[encode(cmd)]`` as well.
+
+    ``b"".join(encode_parts(cmd)) == encode(cmd)``, and the errors are :func:`encode`'s, raised
+    before anything is returned. The caller must not change a passed-on buffer before the
+    parts are written.
+    """
+    out = _encode(cmd, True)
+    if out is None:
+        return _py_encode_parts(cmd)
+    return out
+
+
+cdef object _encode(object cmd, bint parts):
+    """``encode(cmd)``, or ``encode_parts(cmd)`` when ``parts``; None when the pure twin must
+    handle ``cmd`` (a command with lists or tables, an unusual or a bad value)."""
+    cdef object cls = type(cmd)
+    cdef object out = None
+    cdef _Layout layout = _ENCODE_LAYOUTS.get(cls)
+    if layout is not None:
+        if PyTuple_GET_SIZE(cmd) == layout.arity:
+            out = _encode_layout(layout, cmd, parts)
+    elif cls is _Event:
+        if PyTuple_GET_SIZE(cmd) == 1:
+            out = _encode_event(<object>PyTuple_GET_ITEM(cmd, 0), parts)
+    elif cls is _Padding:
+        out = _encode_padding(cmd)
+        if out is not None and parts:
+            out = [out]
+    return out
+
+
 def encode_event(data):
     """The Event record for one event: ``i32 0``, ``i32 len``, the bytes."""
-    out = _encode_event(data)
+    out = _encode_event(data, False)
     if out is None:
         return _py_encode_event(data)
     return out

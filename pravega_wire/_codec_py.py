@@ -5,12 +5,14 @@ order, modified UTF-8, optional trailing fields and their availability tests, le
 reproduces what Java's ``DataOutput``/``DataInput`` code does, as recorded in the vectors under
 ``tests/data``. The compiled twin (``_codec.pyx``) gives the same results and the same errors.
 
-Public functions (both twins): :func:`encode`, :func:`decode`, :class:`FrameDecoder`,
-:func:`pack_request_id`, :func:`unpack_request_id`, :func:`encode_utf`, :func:`decode_utf`,
-:func:`encode_event`.
+Public functions (both twins): :func:`encode`, :func:`encode_parts`, :func:`decode`,
+:class:`FrameDecoder`, :func:`pack_request_id`, :func:`unpack_request_id`, :func:`encode_utf`,
+:func:`decode_utf`, :func:`encode_event`.
 
 Large byte fields (at least :data:`VIEW_THRESHOLD` bytes: SegmentRead data, append data, ...)
 are decoded as ``memoryview`` slices of the input instead of copies; smaller ones as ``bytes``.
+:func:`encode_parts` hands such fields back as they are, next to the encoded bytes around them,
+so that a large payload reaches the socket without being copied into a frame first.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from . import commands as C
 from .errors import InvalidMessageError
 
 __all__ = [
-    "encode", "decode", "FrameDecoder", "pack_request_id", "unpack_request_id", "encode_utf",
-    "decode_utf", "encode_event", "VIEW_THRESHOLD", "IMPLEMENTATION",
+    "encode", "encode_parts", "decode", "FrameDecoder", "pack_request_id", "unpack_request_id",
+    "encode_utf", "decode_utf", "encode_event", "VIEW_THRESHOLD", "IMPLEMENTATION",
 ]
 
 IMPLEMENTATION = "pure"
@@ -281,7 +283,11 @@ def _check_int(value, lo, hi, what):
 def _bytes_of(value, what, nullable=False):
     if value is None and nullable:
         return b""
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if isinstance(value, (bytes, bytearray)):
+        return value
+    if isinstance(value, memoryview):
+        if not value.c_contiguous:
+            raise InvalidMessageError(f"{what} must be a contiguous buffer")
         return value
     raise InvalidMessageError(f"{what} must be bytes-like, got {type(value).__name__}")
 
@@ -292,9 +298,11 @@ def _uuid_bytes(value, what):
     return value.bytes
 
 
-def _blob(data, what, nullable=False):
+def _blob(parts, data, what, nullable=False):
     data = _bytes_of(data, what, nullable)
-    return _I32.pack(_nbytes(data)), data
+    n = _nbytes(data)
+    parts.append(_I32.pack(n))
+    parts.data(data, n)
 
 
 def _nbytes(data):
@@ -308,7 +316,7 @@ def _table_key(parts, key):
     n = _nbytes(data)
     parts.append(_HEADER.pack(4 + n + 8, n))
     if n:
-        parts.append(data)
+        parts.data(data, n)
         parts.append(_I64.pack(_check_int(key.key_version, _I64_MIN, _I64_MAX, "TableKey.key_version")))
 
 
@@ -319,7 +327,7 @@ def _table_value(parts, value):
     n = _nbytes(data)
     parts.append(_HEADER.pack(4 + n, n))
     if n:
-        parts.append(data)
+        parts.data(data, n)
 
 
 def _encode_field(parts, kind, value, what):
@@ -338,17 +346,19 @@ def _encode_field(parts, kind, value, what):
     elif kind == I8:
         parts.append(struct.pack(">b", _check_int(value, -128, 127, what)))
     elif kind == BLOB:
-        parts.extend(_blob(value, what))
+        _blob(parts, value, what)
     elif kind == BLOB_LENIENT:
-        parts.extend(_blob(value, what, nullable=True))
+        _blob(parts, value, what, nullable=True)
     elif kind == REST:
-        parts.append(_bytes_of(value, what))
+        data = _bytes_of(value, what)
+        parts.data(data, _nbytes(data))
     elif kind == EVENT:
         if not isinstance(value, C.Event):
             raise InvalidMessageError(f"{what} must be an Event, got {type(value).__name__}")
         data = _bytes_of(value.data, "Event.data")
-        parts.append(_HEADER.pack(0, _nbytes(data)))
-        parts.append(data)
+        n = _nbytes(data)
+        parts.append(_HEADER.pack(0, n))
+        parts.data(data, n)
     elif kind == AUTH_CODE or kind == ERROR_CODE:
         allowed = _AUTH_CODES if kind == AUTH_CODE else _ERROR_CODES
         if value not in allowed or isinstance(value, bool):
@@ -408,21 +418,36 @@ def _encode_entries(parts, entries, what):
 def _encode_iter_args(parts, args, what):
     if not isinstance(args, C.TableIteratorArgs):
         raise InvalidMessageError(f"{what} must be TableIteratorArgs, got {type(args).__name__}")
-    parts.extend(_blob(args.continuation_token, "continuation_token"))
+    _blob(parts, args.continuation_token, "continuation_token")
     parts.append(b"\x00\x00\x00\x00")  # prefix filter: deprecated, Java always writes length 0
-    parts.extend(_blob(args.from_key, "from_key"))
-    parts.extend(_blob(args.to_key, "to_key"))
+    _blob(parts, args.from_key, "from_key")
+    _blob(parts, args.to_key, "to_key")
 
 
-def _payload_parts(cmd) -> list:
+class _Parts(list):
+    """A frame's payload in pieces, in wire order: the caller's byte fields as they are, the rest
+    as encoded ``bytes``. ``big`` holds the indexes of the byte fields of at least
+    :data:`VIEW_THRESHOLD` bytes (the pieces :func:`encode_parts` passes on uncopied)."""
+
+    big = ()
+
+    def data(self, value, n):
+        """Append the byte field ``value`` of ``n`` bytes."""
+        if n >= VIEW_THRESHOLD:
+            self.big += (len(self),)
+        self.append(value)
+
+
+def _payload_parts(cmd) -> _Parts:
     cls = type(cmd)
-    parts = []
+    parts = _Parts()
     if cls is C.Padding:
         length = _check_int(cmd.length, 0, MAX_WIRECOMMAND_SIZE, "Padding.length")
         parts.append(bytes(length))
         return parts
     if cls is C.PartialEvent:
-        parts.append(_bytes_of(cmd.data, "PartialEvent.data"))
+        data = _bytes_of(cmd.data, "PartialEvent.data")
+        parts.data(data, _nbytes(data))
         return parts
     if cls is C.SegmentsBatchMerged:
         parts.append(_I64.pack(_check_int(cmd.request_id, _I64_MIN, _I64_MAX, "request_id")))
@@ -465,20 +490,76 @@ def encode(cmd) -> bytes:
     if type(cmd) is C.Event:
         return encode_event(cmd.data)
     parts = _payload_parts(cmd)
+    return b"".join([_frame_header(cmd, parts), *parts])
+
+
+def encode_parts(cmd) -> list:
+    """The frame :func:`encode` makes for ``cmd``, as a list of buffers to write in order.
+
+    Every byte field of at least :data:`VIEW_THRESHOLD` bytes (SegmentRead data, the data of
+    AppendBlock, AppendBlockEnd, ConditionalBlockEnd and PartialEvent, an Event's data, a large
+    table key or value, ...) is an element of its own: the caller's object itself, not a copy.
+    The bytes before, between and after such fields are one ``bytes`` object each (none is
+    empty); a command without large fields comes back as ``[encode(cmd)]``. A large field in a
+    memoryview that is not C-contiguous cannot be passed on: the result is then
+    ``[encode(cmd)]`` as well.
+
+    ``b"".join(encode_parts(cmd)) == encode(cmd)``, and the errors are :func:`encode`'s, raised
+    before anything is returned. The caller must not change a passed-on buffer before the
+    parts are written.
+    """
+    if not isinstance(cmd, C.Command):
+        raise InvalidMessageError(f"not a WireCommand: {type(cmd).__name__}")
+    if type(cmd) is C.Event:
+        data, n = _event_data(cmd.data)
+        parts = _Parts()
+        parts.data(data, n)
+        header = _HEADER.pack(0, n)
+    else:
+        parts = _payload_parts(cmd)
+        header = _frame_header(cmd, parts)
+    if not parts.big:
+        return [b"".join([header, *parts])]
+    out = []
+    start = 0
+    for i in parts.big:
+        field = parts[i]
+        if isinstance(field, memoryview) and not field.c_contiguous:
+            return [encode(cmd)]  # only a copy can flatten it (or encode's error is raised)
+        between = b"".join([header, *parts[start:i]])
+        if between:
+            out.append(between)
+        out.append(field)
+        header = b""
+        start = i + 1
+    after = b"".join(parts[start:])
+    if after:
+        out.append(after)
+    return out
+
+
+def _frame_header(cmd, parts):
+    """The 8-byte header of the frame whose payload is ``parts``; checks the frame limit."""
     length = sum(_nbytes(p) for p in parts)
     if length + 8 > MAX_WIRECOMMAND_SIZE:
         raise InvalidMessageError(
             f"{type(cmd).__name__} frame of {length + 8} bytes exceeds the "
             f"{MAX_WIRECOMMAND_SIZE}-byte limit")
-    return b"".join([_HEADER.pack(cmd.TYPE, length), *parts])
+    return _HEADER.pack(cmd.TYPE, length)
 
 
-def encode_event(data) -> bytes:
-    """The Event record for one event: ``i32 0``, ``i32 len``, the bytes."""
+def _event_data(data):
+    """``(data, its size)`` for an Event's data, checked."""
     data = _bytes_of(data, "Event.data")
     n = _nbytes(data)
     if n > MAX_WIRECOMMAND_SIZE - 8:
         raise InvalidMessageError(f"event of {n} bytes exceeds the frame limit")
+    return data, n
+
+
+def encode_event(data) -> bytes:
+    """The Event record for one event: ``i32 0``, ``i32 len``, the bytes."""
+    data, n = _event_data(data)
     return _HEADER.pack(0, n) + bytes(data)
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["IMPLEMENTATION", "encode", "decode", "FrameDecoder", "pack_request_id",
-           "unpack_request_id", "encode_utf", "decode_utf", "encode_event", "VIEW_THRESHOLD",
-           "pure_requested", "impl"]
+__all__ = ["IMPLEMENTATION", "encode", "encode_parts", "decode", "FrameDecoder",
+           "pack_request_id", "unpack_request_id", "encode_utf", "decode_utf", "encode_event",
+           "VIEW_THRESHOLD", "pure_requested", "impl"]
 
 
 def pure_requested() -> bool:
@@ -31,6 +31,7 @@ else:
 
 IMPLEMENTATION: str = impl.IMPLEMENTATION
 encode = impl.encode
+encode_parts = impl.encode_parts
 decode = impl.decode
 FrameDecoder = impl.FrameDecoder
 pack_request_id = impl.pack_request_id

@@ -2,7 +2,8 @@
 
 That it really is compiled and exposes exactly the pure twin's names; and that it matches the
 pure twin (results, field types, views, error types, messages, offsets and ``decoded``) where its
-code differs from the pure code: the streaming decoder over the Java-made streams cut into random
+code differs from the pure code: ``encode_parts`` (the same parts, the same objects passed on),
+the streaming decoder over the Java-made streams cut into random
 chunks of every buffer type, streams corrupted mid-way, the fall-backs of the encode fast path
 (int subclasses, strided views, out-of-range values, ...), modified UTF-8, request ids, and the
 cache of decoded writer ids. The shared vector and property tests run both twins as well.
@@ -93,7 +94,7 @@ def _feed_both(compiled_codec, stream: bytes, seed: int, max_chunk: int, server=
 def test_is_compiled(compiled_codec):
     assert compiled_codec.IMPLEMENTATION == "compiled"
     assert Path(compiled_codec.__file__).suffix in (".so", ".pyd")
-    for name in ("encode", "decode", "encode_utf", "decode_utf", "encode_event",
+    for name in ("encode", "encode_parts", "decode", "encode_utf", "decode_utf", "encode_event",
                  "pack_request_id", "unpack_request_id"):
         assert not isinstance(getattr(compiled_codec, name), types.FunctionType), name
     assert not hasattr(compiled_codec.FrameDecoder(), "__dict__")  # an extension type
@@ -314,13 +315,84 @@ def test_encode_matches_pure(compiled_codec, cls, field, values):
         assert _outcome(compiled_codec.encode, cmd) == _outcome(P.encode, cmd), repr(value)[:80]
 
 
+ODD_OBJECTS = [5, None, ("x",), C.TableKey(b"k", 1),
+               type("DA", (C.DataAppended,), {"__slots__": ()})(1, W, 2, 3, 4),
+               tuple.__new__(C.DataAppended, (1, W)), tuple.__new__(C.KeepAlive, (1,)),
+               C.Event(b"ev"), C.Event(b"x" * (C.MAX_WIRECOMMAND_SIZE - 7)), C.KeepAlive(),
+               C.Hello(17, 5), C.StorageChunksListed(1, [C.ChunkInfo(1, 2, 3, "c", True)])]
+
+
 def test_encode_odd_objects_match_pure(compiled_codec):
-    subclass = type("DA", (C.DataAppended,), {"__slots__": ()})
-    for obj in (5, None, ("x",), C.TableKey(b"k", 1), subclass(1, W, 2, 3, 4),
-                tuple.__new__(C.DataAppended, (1, W)), tuple.__new__(C.KeepAlive, (1,)),
-                C.Event(b"ev"), C.Event(b"x" * (C.MAX_WIRECOMMAND_SIZE - 7)), C.KeepAlive(),
-                C.Hello(17, 5), C.StorageChunksListed(1, [C.ChunkInfo(1, 2, 3, "c", True)])):
+    for obj in ODD_OBJECTS:
         assert _outcome(compiled_codec.encode, obj) == _outcome(P.encode, obj), repr(obj)[:80]
+
+
+# --------------------------------------------------------------------------------------------
+# encode_parts: the pure twin's parts, with the same objects passed on
+
+BIG = bytes(range(256)) * (2 * P.VIEW_THRESHOLD // 256)
+LARGE_DATA = [BIG, bytearray(BIG), memoryview(BIG), memoryview(BIG)[1:],
+              memoryview(array.array("I", BIG)), memoryview(BIG).cast("B", (2, len(BIG) // 2)),
+              memoryview(BIG)[::2], memoryview(BIG)[::-1], MyBytes(BIG), bytes(P.VIEW_THRESHOLD),
+              bytes(P.VIEW_THRESHOLD - 1)]
+PARTS_VARIANTS = VARIANTS + [
+    (C.SegmentRead, "data", LARGE_DATA), (C.AppendBlockEnd, "data", LARGE_DATA),
+    (C.AppendBlock, "data", LARGE_DATA), (C.PartialEvent, "data", LARGE_DATA),
+    (C.ConditionalAppend, "event", [C.Event(d) for d in LARGE_DATA]),
+    (C.Padding, "length", [P.VIEW_THRESHOLD, 5 * P.VIEW_THRESHOLD]),
+]
+
+
+def _parts_outcome(function, cmd):
+    """``_outcome`` of ``function(cmd)``, plus which input objects came back as they are."""
+    outcome = _outcome(function, cmd)
+    if outcome[0] == "ok":
+        inputs = [id(v) for v in cmd] + [id(v.data) for v in cmd if isinstance(v, C.Event)]
+        if isinstance(cmd, C.Event):
+            inputs.append(id(cmd.data))
+        outcome += ([i for i, part in enumerate(outcome[1]) if id(part) in inputs],)
+    return outcome
+
+
+@pytest.mark.parametrize("cls, field, values", PARTS_VARIANTS,
+                         ids=[f"{v[0].__name__}.{v[1]}" for v in PARTS_VARIANTS])
+def test_encode_parts_matches_pure(compiled_codec, cls, field, values):
+    for value in values:
+        cmd = _base(cls)._replace(**{field: value})
+        got = _parts_outcome(compiled_codec.encode_parts, cmd)
+        assert got == _parts_outcome(P.encode_parts, cmd), repr(value)[:80]
+        if got[0] == "ok":
+            assert b"".join(got[1]) == compiled_codec.encode(cmd)
+
+
+def test_encode_parts_odd_objects_match_pure(compiled_codec):
+    for obj in ODD_OBJECTS + [C.Event(d) for d in LARGE_DATA]:
+        assert _parts_outcome(compiled_codec.encode_parts, obj) == \
+            _parts_outcome(P.encode_parts, obj), repr(obj)[:80]
+
+
+BUFFER_TYPES = st.sampled_from([bytes, bytearray, memoryview,
+                                lambda b: memoryview(b"." + b)[1:]])
+
+
+@SETTINGS
+@given(size=st.integers(0, 16) | st.integers(P.VIEW_THRESHOLD - 2, P.VIEW_THRESHOLD + 2),
+       seed=st.integers(0, 2 ** 32), make=BUFFER_TYPES, tail=st.booleans(),
+       segment=st.text(max_size=8), request_id=st.integers(-(2 ** 63), 2 ** 63 - 1))
+def test_random_payloads_split_like_pure(compiled_codec, size, seed, make, tail, segment,
+                                         request_id):
+    data = random.Random(seed).randbytes(size)
+    payload = make(data)
+    for cmd in (C.SegmentRead(segment=segment, offset=0, at_tail=tail, end_of_segment=False,
+                              data=payload, request_id=request_id),
+                C.AppendBlockEnd(writer_id=W, size_of_whole_events=len(data), data=payload,
+                                 num_events=1, last_event_number=9, request_id=request_id),
+                C.ConditionalBlockEnd(writer_id=W, event_number=3, expected_offset=-1,
+                                      data=payload, request_id=request_id),
+                C.AppendBlock(writer_id=W, data=payload), C.Event(payload)):
+        got = _parts_outcome(compiled_codec.encode_parts, cmd)
+        assert got == _parts_outcome(P.encode_parts, cmd)
+        assert len(got[-1]) == (len(data) >= P.VIEW_THRESHOLD)
 
 
 @pytest.mark.parametrize("data", [b"", b"abc", bytearray(b"ab"), memoryview(b"abcd")[::2],
