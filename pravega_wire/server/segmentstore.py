@@ -49,7 +49,7 @@ from typing import Any
 
 from .. import commands as C
 from ..appends import Append, AppendDecoder
-from ..codec import FrameDecoder, encode, encode_utf
+from ..codec import FrameDecoder, encode, encode_parts
 from ..errors import InvalidMessageError
 from .controller import verify_token
 from .faults import REPLY_ACTIONS, FaultPlan
@@ -75,8 +75,6 @@ _STOP_WAIT = 5.0
 _DIRECT_WRITE = 64 * 1024
 
 _HEADER = struct.Struct(">ii")
-_READ_MIDDLE = struct.Struct(">q??i")
-_I64 = struct.Struct(">q")
 _TOKEN_CHECK_FAILED = C.AuthTokenCheckFailed.TOKEN_CHECK_FAILED
 _TOKEN_EXPIRED = C.AuthTokenCheckFailed.TOKEN_EXPIRED
 class _ProtocolError(Exception):
@@ -209,24 +207,9 @@ class _Connection(asyncio.Protocol):
         if self.faults.active and not self._reply_fault(cmd):
             return
         self.store.stats["> " + type(cmd).__name__] += 1
-        if type(cmd) is C.SegmentRead:
-            self._queue_segment_read(cmd)
-        else:
-            self._out.append(encode(cmd))
+        # Large payloads (SegmentRead data: views of the stored bytes) stay separate buffers.
+        self._out.extend(encode_parts(cmd))
         self._schedule_flush()
-
-    def _queue_segment_read(self, cmd: C.SegmentRead) -> None:
-        """SegmentRead framed by hand: header, then the payload (a view of the stored bytes,
-        never copied into the frame), then the request id."""
-        segment = encode_utf(cmd.segment)
-        data = cmd.data
-        n = len(data)
-        length = len(segment) + _READ_MIDDLE.size + n + 8
-        self._out.append(_HEADER.pack(C.SegmentRead.TYPE, length) + segment
-                         + _READ_MIDDLE.pack(cmd.offset, cmd.at_tail, cmd.end_of_segment, n))
-        if n:
-            self._out.append(data)
-        self._out.append(_I64.pack(cmd.request_id))
 
     def _reply_fault(self, cmd: C.Command) -> bool:
         """Apply a reply fault; False if the reply must not be sent as it is."""
