@@ -9,16 +9,11 @@ expose the same names and give the same results.
 
 from __future__ import annotations
 
-import os
+from ._mode import pure_requested
 
 __all__ = ["IMPLEMENTATION", "encode", "encode_parts", "decode", "FrameDecoder",
            "pack_request_id", "unpack_request_id", "encode_utf", "decode_utf", "encode_event",
            "VIEW_THRESHOLD", "pure_requested", "impl"]
-
-
-def pure_requested() -> bool:
-    """True when ``PRAVEGA_WIRE_NO_EXTENSIONS`` asks for the pure-Python twins."""
-    return os.environ.get("PRAVEGA_WIRE_NO_EXTENSIONS", "") not in ("", "0")
 
 
 if pure_requested():

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import uuid as _uuid
 
+from ._mode import pure_requested as _pure_requested
+
 __all__ = [
     "WIRE_VERSION", "OLDEST_COMPATIBLE_VERSION", "MAX_WIRECOMMAND_SIZE", "TYPE_PLUS_LENGTH_SIZE",
     "NULL_ATTRIBUTE_VALUE", "NULL_TABLE_SEGMENT_OFFSET", "Command", "Struct",
@@ -36,12 +38,25 @@ NULL_TABLE_SEGMENT_OFFSET = -1
 
 _MISSING = object()
 
+# The compiled constructors of ``_records`` unless pure mode is asked for.
+_records = None
+if not _pure_requested():
+    try:
+        from . import _records
+    except ImportError:  # not built: the generated Python constructors stand in
+        _records = None
+#: Which record constructors are in use: ``"compiled"`` (``pravega_wire._records``) or
+#: ``"pure"`` (generated Python ``__new__`` functions). Both accept the same arguments, give
+#: equal instances and raise the same errors.
+CONSTRUCTION = "pure" if _records is None else "compiled"
+
 
 class _Record(tuple):
     """An immutable record: a tuple whose class names its fields.
 
-    Subclasses list ``_fields`` (and optional ``_defaults``); ``__init_subclass__`` generates a
-    constructor taking the fields positionally or by keyword, and one read-only accessor per field.
+    Subclasses list ``_fields`` (and optional ``_defaults``); ``__init_subclass__`` installs a
+    constructor taking the fields positionally or by keyword (compiled by ``_records``, or a
+    generated Python ``__new__``: see ``CONSTRUCTION``), and one read-only accessor per field.
     """
 
     __slots__ = ()
@@ -54,36 +69,12 @@ class _Record(tuple):
             return
         fields = cls._fields
         defaults = cls.__dict__.get("_defaults", {})
-        params, checks = [], []
-        seen_default = False
-        for name in fields:
-            if name in defaults:
-                seen_default = True
-                params.append(f"{name}=_d_{name}")
-            elif seen_default:
-                params.append(f"{name}=_MISSING")
-                message = f"{cls.__name__}() missing required argument: {name!r}"
-                checks.append(f"    if {name} is _MISSING: raise TypeError({message!r})\n")
-            else:
-                params.append(name)
-        namespace = {"_MISSING": _MISSING, "_tuple_new": tuple.__new__, "_EMPTY_LIST": _EMPTY_LIST}
-        for name, value in defaults.items():
-            namespace[f"_d_{name}"] = value
-        fixups = ""
-        for name, value in defaults.items():
-            if value is _EMPTY_LIST:  # a fresh list per instance, never a shared one
-                fixups += f"    if {name} is _EMPTY_LIST: {name} = []\n"
-        body = ", ".join(fields) + ("," if len(fields) == 1 else "")
-        src = (f"def __new__(_cls, {', '.join(params)}):\n" + "".join(checks) + fixups
-               + f"    return _tuple_new(_cls, ({body}))\n")
-        if not fields:
-            src = "def __new__(_cls):\n    return _tuple_new(_cls, ())\n"
-        exec(src, namespace)
-        new = namespace["__new__"]
-        new.__qualname__ = f"{cls.__name__}.__new__"
-        cls.__new__ = new
         for index, name in enumerate(fields):
             setattr(cls, name, _accessor(index, f"Field {index}: {name}"))
+        if _records is not None:
+            _records.install_new(cls, fields, defaults, _MISSING, _EMPTY_LIST)
+        else:
+            cls.__new__ = _python_new(cls, fields, defaults)
 
     def __eq__(self, other):
         return type(self) is type(other) and tuple.__eq__(self, other)
@@ -113,6 +104,38 @@ class _Record(tuple):
             raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
         values.update(changes)
         return type(self)(**values)
+
+
+def _python_new(cls, fields: tuple, defaults: dict):
+    """The generated Python ``__new__`` of a record class (the pure constructors)."""
+    params, checks = [], []
+    seen_default = False
+    for name in fields:
+        if name in defaults:
+            seen_default = True
+            params.append(f"{name}=_d_{name}")
+        elif seen_default:
+            params.append(f"{name}=_MISSING")
+            message = f"{cls.__name__}() missing required argument: {name!r}"
+            checks.append(f"    if {name} is _MISSING: raise TypeError({message!r})\n")
+        else:
+            params.append(name)
+    namespace = {"_MISSING": _MISSING, "_tuple_new": tuple.__new__, "_EMPTY_LIST": _EMPTY_LIST}
+    for name, value in defaults.items():
+        namespace[f"_d_{name}"] = value
+    fixups = ""
+    for name, value in defaults.items():
+        if value is _EMPTY_LIST:  # a fresh list per instance, never a shared one
+            fixups += f"    if {name} is _EMPTY_LIST: {name} = []\n"
+    body = ", ".join(fields) + ("," if len(fields) == 1 else "")
+    src = (f"def __new__(_cls, {', '.join(params)}):\n" + "".join(checks) + fixups
+           + f"    return _tuple_new(_cls, ({body}))\n")
+    if not fields:
+        src = "def __new__(_cls):\n    return _tuple_new(_cls, ())\n"
+    exec(src, namespace)
+    new = namespace["__new__"]
+    new.__qualname__ = f"{cls.__name__}.__new__"
+    return new
 
 
 class _EmptyList(list):
