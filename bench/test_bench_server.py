@@ -51,7 +51,7 @@ def twin(request, monkeypatch):
                               importlib.import_module("pravega_wire._appends"))
         except ImportError as exc:
             pytest.skip(f"the compiled twins are not built: {exc}")
-    for name in ("FrameDecoder", "encode", "encode_utf"):
+    for name in ("FrameDecoder", "encode", "encode_parts"):
         monkeypatch.setattr(segmentstore, name, getattr(codec, name))
     monkeypatch.setattr(segmentstore, "AppendDecoder", appends.AppendDecoder)
     return request.param
