@@ -9,7 +9,7 @@
 #
 # Set-up: a virtualenv in .venv with the package installed in editable mode, its Cython extensions
 # built in place (PRAVEGA_WIRE_REQUIRE_EXTENSIONS=1: a failed compile is an error, not a silent
-# fall-back to the pure codec), and the grpc, test and interop extras.
+# fall-back to the pure codec), and the grpc, test, interop and fuzz extras.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -19,7 +19,7 @@ setup() {
         "$PYTHON" -m venv .venv
     fi
     .venv/bin/python -m pip install -q --upgrade pip
-    PRAVEGA_WIRE_REQUIRE_EXTENSIONS=1 .venv/bin/python -m pip install -q -e ".[grpc,test,interop]"
+    PRAVEGA_WIRE_REQUIRE_EXTENSIONS=1 .venv/bin/python -m pip install -q -e ".[grpc,test,interop,fuzz]"
 }
 
 job=${1:-}

@@ -1,0 +1,346 @@
+"""The fault soak (``pravega_wire.soak``) in its CI size, and the TCP fault proxy it uses
+(``pravega_wire.server.faultproxy``): every fault exact to the byte and reproducible with a seed.
+
+CI size: ``SOAK_FAULTS`` faults (default 1,000) with seed ``SOAK_SEED`` (default 1). The long
+runs are ``python -m pravega_wire.soak --faults N`` (RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import struct
+import uuid
+
+import pytest
+
+from pravega_wire import commands as C
+from pravega_wire.client.reader import SegmentReader
+from pravega_wire.codec import encode
+from pravega_wire.errors import TimeoutError
+from pravega_wire.pool import ClientConfig, ConnectionPool
+from pravega_wire.server import EmbeddedCluster
+from pravega_wire.server.faultproxy import BOTH, DOWNSTREAM, UPSTREAM, FaultProxy
+from pravega_wire.soak import FAULT_WEIGHTS, SoakConfig, run_soak
+
+SOAK_FAULTS = int(os.environ.get("SOAK_FAULTS", "1000"))
+#: The soak's cluster checks delegation tokens, which the embedded controller (gRPC) issues.
+needs_grpc = pytest.mark.skipif(importlib.util.find_spec("grpc") is None,
+                                reason="grpcio is not installed (the pravega-wire[grpc] extra)")
+SOAK_SEED = int(os.environ.get("SOAK_SEED", "1"))
+WAIT = 10.0
+
+FRAMES = [encode(C.Hello(17, 5)), encode(C.KeepAlive()),
+          encode(C.SetupAppend(1, uuid.UUID(int=7), "a/b/0", "")),
+          encode(C.ReadSegment("a/b/0", 0, 1000, "", 5)), encode(C.KeepAlive())]
+STREAM = b"".join(FRAMES)
+
+
+class Peer(asyncio.Protocol):
+    """One end of a connection: keeps what it receives and how the connection ended (None: a
+    clean close; an exception: a reset)."""
+
+    def __init__(self):
+        self.data = bytearray()
+        self.ended = asyncio.get_running_loop().create_future()
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc) -> None:
+        if not self.ended.done():
+            self.ended.set_result(exc)
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    async def outcome(self) -> tuple:
+        """What it received until the connection ended, and whether it was reset."""
+        exc = await asyncio.wait_for(self.ended, WAIT)
+        return bytes(self.data), isinstance(exc, ConnectionResetError)
+
+
+class Sink(Peer):
+    """A server connection; the server's ``reply`` bytes are sent to each client at once."""
+
+    def __init__(self, server: "Server"):
+        super().__init__()
+        self.server = server
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.server.connections.append(self)
+        if self.server.reply:
+            transport.write(self.server.reply)
+
+
+class Server:
+    def __init__(self, reply: bytes = b""):
+        self.reply = reply
+        self.connections: list = []
+        self._server = None
+
+    async def __aenter__(self) -> "Server":
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Sink(self), "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._server.close()
+        for conn in self.connections:
+            conn.transport.abort()
+        await self._server.wait_closed()
+
+    @property
+    def endpoint(self):
+        return ("127.0.0.1", self._server.sockets[0].getsockname()[1])
+
+    async def connection(self) -> Sink:
+        await wait_for(lambda: self.connections)
+        return self.connections[-1]
+
+
+async def wait_for(predicate, timeout: float = WAIT) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def client(proxy: FaultProxy) -> Peer:
+    loop = asyncio.get_running_loop()
+    _, peer = await loop.create_connection(Peer, *proxy.endpoint)
+    return peer
+
+
+# ---- the fault proxy ----------------------------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_the_proxy_forwards_both_ways_byte_for_byte():
+    reply = bytes(range(256)) * 300
+    async with Server(reply) as server, FaultProxy(server.endpoint) as proxy:
+        c = await client(proxy)
+        c.write(STREAM * 50)
+        sink = await server.connection()
+        await wait_for(lambda: len(sink.data) == len(STREAM) * 50 and len(c.data) == len(reply))
+        assert bytes(c.data) == reply and bytes(sink.data) == STREAM * 50
+        assert proxy.stats["frames_up"] == 5 * 50
+        assert proxy.stats["frames_down"] == 0  # the reply is not frames: forwarded verbatim
+        c.close()
+        assert await asyncio.wait_for(sink.ended, WAIT) is None  # a clean close goes through
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("direction", [UPSTREAM, DOWNSTREAM])
+async def test_reset_before_a_frame_forwards_exactly_the_frames_before_it(direction):
+    async with Server(STREAM if direction == DOWNSTREAM else b"") as server, \
+            FaultProxy(server.endpoint) as proxy:
+        proxy.reset_before_frame(direction=direction, commands={"ReadSegment"})
+        c = await client(proxy)
+        if direction == UPSTREAM:
+            for byte in STREAM:  # headers split everywhere: the proxy must reassemble them
+                c.write(bytes((byte,)))
+                await asyncio.sleep(0.001)
+        sink = await server.connection()
+        receiver, sender = (sink, c) if direction == UPSTREAM else (c, sink)
+        received, reset = await receiver.outcome()
+        assert received == b"".join(FRAMES[:3]) and reset
+        assert (await sender.outcome())[1]
+        assert proxy.stats[f"reset_before_frame {direction} ReadSegment"] == 1
+        assert proxy.connections == [] and proxy.armed == 0
+
+
+@pytest.mark.asyncio
+async def test_header_bytes_held_for_an_armed_fault_go_out_in_order_once_it_is_disarmed():
+    async with Server() as server, FaultProxy(server.endpoint) as proxy:
+        proxy.drop_frames(direction=UPSTREAM, commands={"ReadTable"})  # armed, never matches
+        c = await client(proxy)
+        c.write(STREAM[:3])  # part of a header: held until the frame is known
+        sink = await server.connection()
+        await asyncio.sleep(0.05)
+        assert sink.data == b""
+        proxy.clear()
+        c.write(STREAM[3:])
+        await wait_for(lambda: len(sink.data) >= len(STREAM))
+        assert bytes(sink.data) == STREAM
+
+
+@pytest.mark.asyncio
+async def test_reset_in_a_frame_cuts_it_at_a_seeded_point():
+    cuts = []
+    for _ in range(2):
+        async with Server() as server, FaultProxy(server.endpoint, seed=42) as proxy:
+            proxy.reset_in_frame(direction=UPSTREAM, commands={"SetupAppend"})
+            c = await client(proxy)
+            c.write(STREAM)
+            sink = await server.connection()
+            received, reset = await sink.outcome()
+            head = len(FRAMES[0]) + len(FRAMES[1])
+            cut = len(received) - head
+            assert reset and 1 <= cut < len(FRAMES[2])  # some of the frame, never all of it
+            assert received == STREAM[:head] + FRAMES[2][:cut]
+            cuts.append(cut)
+    assert cuts[0] == cuts[1]  # the same seed cuts at the same byte
+
+
+@pytest.mark.asyncio
+async def test_reset_after_n_bytes_forwards_exactly_n_bytes():
+    async with Server() as server, FaultProxy(server.endpoint) as proxy:
+        c = await client(proxy)
+        c.write(STREAM[:10])
+        sink = await server.connection()
+        await wait_for(lambda: len(sink.data) == 10)
+        assert proxy.reset_after(25, direction=UPSTREAM) == 1
+        c.write(STREAM[10:])
+        assert await sink.outcome() == (STREAM[:35], True)
+        assert proxy.stats["reset_after"] == 1
+
+
+@pytest.mark.asyncio
+async def test_dropped_frames_vanish_and_the_connection_stays():
+    async with Server() as server, FaultProxy(server.endpoint) as proxy:
+        proxy.drop_frames(direction=UPSTREAM, commands={"KeepAlive"}, times=None)
+        c = await client(proxy)
+        c.write(STREAM)
+        sink = await server.connection()
+        expected = FRAMES[0] + FRAMES[2] + FRAMES[3]
+        await wait_for(lambda: len(sink.data) == len(expected))
+        assert bytes(sink.data) == expected and not sink.ended.done()
+        assert proxy.stats["dropped_frames"] == 2
+        c.close()
+
+
+@pytest.mark.asyncio
+async def test_a_stall_holds_everything_on_open_sockets_until_resumed():
+    async with Server(b"pong") as server, FaultProxy(server.endpoint) as proxy:
+        proxy.stall()
+        c = await client(proxy)  # a new connection is stalled too
+        c.write(STREAM)
+        sink = await server.connection()
+        await asyncio.sleep(0.2)
+        assert (c.data, sink.data) == (b"", b"")  # half-open: nothing passes,
+        assert not c.ended.done() and not sink.ended.done()  # and nothing closes
+        proxy.resume()
+        await wait_for(lambda: c.data == b"pong" and bytes(sink.data) == STREAM)
+        c.close()
+
+
+@pytest.mark.asyncio
+async def test_a_throttle_holds_bytes_back_until_lifted():
+    payload = bytes(200_000)
+    async with Server(payload) as server, FaultProxy(server.endpoint) as proxy:
+        proxy.throttle(1000, direction=DOWNSTREAM)
+        c = await client(proxy)
+        await server.connection()
+        await wait_for(lambda: c.data)
+        await asyncio.sleep(0.05)
+        assert 0 < len(c.data) < len(payload)  # at 1 kB/s, 200 kB take minutes
+        proxy.unthrottle()
+        await wait_for(lambda: len(c.data) == len(payload))
+        assert bytes(c.data) == payload and proxy.stats["throttles"] == 1
+        c.close()
+
+
+@pytest.mark.asyncio
+async def test_refused_connections_are_reset_at_once_then_accepted():
+    async with Server(b"hi") as server, FaultProxy(server.endpoint) as proxy:
+        proxy.refuse(times=2)
+        for _ in range(2):
+            assert await (await client(proxy)).outcome() == (b"", True)
+        c = await client(proxy)
+        await wait_for(lambda: c.data == b"hi")
+        assert proxy.stats["refused"] == 2 and len(server.connections) == 1
+        c.close()
+
+
+@pytest.mark.asyncio
+async def test_faults_can_target_one_connection_and_be_cleared():
+    async with Server() as server, FaultProxy(server.endpoint) as proxy:
+        c1, c2 = await client(proxy), await client(proxy)
+        await wait_for(lambda: len(server.connections) == 2 and len(proxy.connections) == 2)
+        proxy.reset_before_frame(direction=BOTH, connection=proxy.connections[0])
+        proxy.reset_in_frame(commands={"Hello"}, times=None)
+        proxy.clear()
+        assert proxy.armed == 0
+        for c in (c1, c2):
+            c.write(STREAM)
+        await wait_for(lambda: all(bytes(s.data) == STREAM for s in server.connections))
+        assert proxy.reset() == 2
+        for c in (c1, c2):
+            assert (await c.outcome())[1]
+
+
+def test_bad_fault_settings_are_refused():
+    proxy = FaultProxy(("127.0.0.1", 1))
+    with pytest.raises(ValueError):
+        proxy.reset_in_frame(direction="sideways")
+    with pytest.raises(ValueError):
+        proxy.drop_frames(commands={"NoSuchCommand"})
+    with pytest.raises(ValueError):
+        proxy.reset_before_frame(probability=0)
+    with pytest.raises(ValueError):
+        proxy.reset_after(-1)
+    with pytest.raises(ValueError):
+        proxy.throttle(0)
+    with pytest.raises(ValueError):
+        SoakConfig(weights=(("earthquake", 1.0),))
+
+
+# ---- the soak -----------------------------------------------------------------------------------
+
+@needs_grpc
+@pytest.mark.asyncio
+async def test_soak_loses_nothing_duplicates_nothing_and_leaves_nothing_behind():
+    report = await run_soak(SoakConfig(faults=SOAK_FAULTS, seed=SOAK_SEED))
+    print("\n" + report.summary())
+    assert report.faults_fired >= SOAK_FAULTS
+    if SOAK_FAULTS >= 500:  # enough draws for every kind to come up
+        assert set(report.faults) == set(FAULT_WEIGHTS), report.faults
+    events = report.events
+    assert events["acknowledged"] > 0 and events["read_by_tail_readers"] == events["stored"]
+    assert (events["lost"], events["duplicated"], events["out_of_order"]) == (0, 0, 0)
+    assert events["unaccounted"] == 0
+    assert report.conditional["acknowledged"] > 0
+    assert (report.conditional["lost"], report.conditional["duplicated"]) == (0, 0)
+    assert report.untyped_errors == [] and report.hangs == [] and report.crashes == []
+    assert report.violations == []
+    assert report.leftovers == {"tasks": 0, "sockets": 0, "flows": 0}
+    assert report.ok
+
+
+# ---- found by the soak ---------------------------------------------------------------------------
+
+@needs_grpc
+@pytest.mark.asyncio
+async def test_a_reader_whose_token_expired_reads_on():
+    """A ReadSegment refused for an expired token is answered (as Java's store does) with the
+    read offset as request id, so the refusal is routed to another flow and dropped; the reader
+    must not wait for ever: an unanswered read makes it reconnect with a fresh token."""
+    async with EmbeddedCluster(stores=1, auth=True) as cluster:
+        segment = "expiry/stream/0.#epoch.0"
+        await cluster.create_segment(segment)
+        store = cluster.stores[0]
+        store.storage.append(store.storage.get(segment), struct.pack(">ii", 0, 2) + b"hi")
+        store.storage.commit()
+        stale = cluster.issue_token("expiry", "stream", ttl=1)
+        await asyncio.sleep(2.1)  # the token has expired
+
+        async def tokens(segment: str, expired: bool) -> str:
+            return cluster.issue_token("expiry", "stream") if expired else stale
+
+        async with ConnectionPool(ClientConfig()) as pool:
+            async with SegmentReader(pool, store.endpoint, segment, token_provider=tokens,
+                                     reply_timeout=1.0) as reader:
+                try:
+                    assert bytes(await reader.read_event(timeout=5)) == b"hi"
+                except TimeoutError:
+                    pytest.fail("the reader never heard that its token expired")
