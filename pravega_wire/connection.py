@@ -381,6 +381,9 @@ class Connection(asyncio.Protocol):
         self._high_water = 64 * 1024  # the transport's, once connected
         self._drain_waiters: list = []
         self._last_read = 0.0
+        # When the frame the decoder holds a part of started arriving (None: no partial frame,
+        # or a frame completed since): a frame trickled in for ever counts as silence.
+        self._frame_since: Optional[float] = None
         self._last_tick = 0.0
         self._batch_token = -1
         self._idle_since = 0.0
@@ -541,9 +544,13 @@ class Connection(asyncio.Protocol):
     def data_received(self, data) -> None:
         if self._state is _CLOSED:
             return
-        self._last_read = self._loop.time()
+        now = self._last_read = self._loop.time()
         try:
             replies = self._decoder.feed(data)
+            if not self._decoder.buffered:
+                self._frame_since = None
+            elif replies or self._frame_since is None:
+                self._frame_since = now
         except InvalidMessageError as e:
             self._dispatch(getattr(e, "decoded", ()))
             if self._state is not _CLOSED:
@@ -682,12 +689,21 @@ class Connection(asyncio.Protocol):
         if self._state is _CLOSED:
             return
         timeout = self.config.read_timeout
+        now = self._loop.time()
         deadline = self._last_read + timeout
-        if self._loop.time() >= deadline:
+        if now >= deadline:
             self._fail(ConnectionFailedError(
                 f"nothing received from {self._where()} for {timeout} s (read timeout)"))
-        else:
-            self._read_handle = self._loop.call_at(deadline, self._read_check)
+            return
+        if self._frame_since is not None:
+            frame_deadline = self._frame_since + timeout
+            if now >= frame_deadline:
+                self._fail(ConnectionFailedError(
+                    f"a frame from {self._where()} has been arriving for {timeout} s without "
+                    f"completing (read timeout)"))
+                return
+            deadline = min(deadline, frame_deadline)
+        self._read_handle = self._loop.call_at(deadline, self._read_check)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -203,3 +203,27 @@ def test_bad_command_lines_are_refused(argv, capsys):
         cli_main(argv)
     assert exit_.value.code == 2
     assert "pravega-wire" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_a_connection_accepted_as_the_store_stops_is_not_served():
+    """A connection accepted just before stop() must not outlive it (found by the soak)."""
+    import socket
+
+    from pravega_wire.server.segmentstore import SegmentStore
+    from pravega_wire.server.storage import Storage
+
+    store = SegmentStore(Storage())
+    await store.start()
+    sock = socket.socket()
+    sock.setblocking(False)
+    try:
+        sock.connect_ex(store.endpoint)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await store.stop()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert store.connection_count == 0
+    finally:
+        sock.close()

@@ -28,7 +28,8 @@ from ..errors import (AuthenticationError, ConnectionClosedError, ConnectionFail
 from ._common import (FlowListener, RetryPolicy, SegmentLocator, TokenProvider, as_locator,
                       no_token, open_flow)
 
-__all__ = ["SegmentReader", "EndOfSegment", "DEFAULT_BUFFER_SIZE", "MAX_READ"]
+__all__ = ["SegmentReader", "EndOfSegment", "DEFAULT_BUFFER_SIZE", "DEFAULT_REPLY_TIMEOUT",
+           "MAX_READ"]
 
 log = logging.getLogger("pravega_wire.client.reader")
 
@@ -36,6 +37,10 @@ log = logging.getLogger("pravega_wire.client.reader")
 DEFAULT_BUFFER_SIZE = 1024 * 1024
 #: Largest single read the reader asks for (the server clamps to 2 MiB anyway).
 MAX_READ = 2 * 1024 * 1024
+#: Seconds a read may go unanswered before the reader reconnects (with a fresh token). The
+#: store answers a read at the tail within its long-poll bound (about a second), so only a lost
+#: or misrouted reply waits this long.
+DEFAULT_REPLY_TIMEOUT = 30.0
 #: Smallest read the reader asks for while its buffer has room (Java: 256 KiB).
 _MIN_READ = 256 * 1024
 
@@ -61,7 +66,8 @@ class SegmentReader:
 
     def __init__(self, pool: Any, where: Any, segment: str, *, offset: int = 0,
                  end_offset: Optional[int] = None, buffer_size: int = DEFAULT_BUFFER_SIZE,
-                 token_provider: TokenProvider = no_token, retry: RetryPolicy = RetryPolicy()):
+                 token_provider: TokenProvider = no_token, retry: RetryPolicy = RetryPolicy(),
+                 reply_timeout: float = DEFAULT_REPLY_TIMEOUT):
         if not isinstance(segment, str) or not segment:
             raise TypeError(f"segment must be a non-empty str, not {segment!r}")
         for name, value in (("offset", offset), ("buffer_size", buffer_size)):
@@ -94,6 +100,8 @@ class SegmentReader:
         self.offset = offset
         self._fetch_offset = offset  # position of the next byte to request
         self._outstanding: Optional[int] = None  # offset of the read in flight
+        self._reply_timeout = reply_timeout
+        self._overdue: Optional[asyncio.TimerHandle] = None  # fires if that read is not answered
         self._end = False  # the server said end of segment at _fetch_offset
         self._wanted = 0  # bytes the waiting caller needs buffered (may exceed buffer_size)
         self._error: Optional[BaseException] = None
@@ -325,6 +333,25 @@ class SegmentReader:
                                     self.request_id))
         except ConnectionFailedError as e:
             self._lost(e)
+            return
+        self._overdue = self._loop.call_later(self._reply_timeout, self._read_overdue)
+
+    def _answered(self) -> None:
+        """The outstanding read got its reply (or was abandoned)."""
+        self._outstanding = None
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
+
+    def _read_overdue(self) -> None:
+        """No reply to a read for ``reply_timeout`` s, though the server answers a read at the
+        tail within its long-poll bound. One way this happens: a store refuses a ReadSegment for
+        an expired token with the read offset where the request id belongs (Java's quirk), so the
+        refusal is routed to another flow and dropped. Reconnect with a fresh token."""
+        self._overdue = None
+        self._token_expired = True
+        self._lost(TimeoutError(f"no reply to a read of {self.segment} at offset "
+                                f"{self._outstanding} within {self._reply_timeout} s"))
 
     async def _connect(self) -> None:
         try:
@@ -376,7 +403,7 @@ class SegmentReader:
         flow, self._flow = self._flow, None
         if flow is not None:
             flow.close()
-        self._outstanding = None
+        self._answered()
 
     def _lost(self, cause: BaseException) -> None:
         """Give up the flow; reconnect (with backoff) and re-issue the read from the same
@@ -404,7 +431,7 @@ class SegmentReader:
         elif t is C.SegmentIsSealed:
             # The end: PROTOCOL.md §9.4 treats it as an empty SegmentRead with endOfSegment.
             if reply.offset in (self._outstanding, -1) and self._outstanding is not None:
-                self._outstanding = None
+                self._answered()
                 self._failures = 0
                 self._end = True
                 self._wake()
@@ -440,7 +467,7 @@ class SegmentReader:
                 f"SegmentRead for {reply.segment}@{reply.offset}, expected "
                 f"{self.segment}@{self._outstanding}"))
             return
-        self._outstanding = None
+        self._answered()
         self._failures = 0
         data = reply.data
         if type(data) is not memoryview:

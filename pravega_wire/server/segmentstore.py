@@ -138,6 +138,10 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
+        if not self.store._accepting:  # accepted just before stop(): never serve it
+            self.closed = True
+            transport.abort()
+            return
         self.store._connections.add(self)
         if self.faults.active and self.faults.fire(("stall",)) is not None:
             self.stalled = True
@@ -941,6 +945,7 @@ class SegmentStore:
         self.stats: collections.Counter[str] = collections.Counter()
         self._connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
+        self._accepting = False  # True from start() until stop(): connections are served
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -969,6 +974,7 @@ class SegmentStore:
         if self._server is not None:
             raise RuntimeError("the segment store is already started")
         self._loop = asyncio.get_running_loop()
+        self._accepting = True
         self._server = await self._loop.create_server(
             lambda: _Connection(self), self.host, self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -978,6 +984,7 @@ class SegmentStore:
         """Stop listening and close every connection: reads waiting at a tail are answered
         empty (``atTail``) and queued replies written first, unless ``abort`` (a crash: all
         connections reset, nothing more written, uncommitted changes not made durable)."""
+        self._accepting = False
         server, self._server = self._server, None
         if server is None:
             return
