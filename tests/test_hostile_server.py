@@ -14,7 +14,7 @@ request id), then misbehaves:
 - ``trickle``: a 16 MiB frame one byte every 20 ms, for ever;
 - ``flood``: 50,000 replies (SegmentRead and DataAppended), each for another flow that is not
   open, then the real reply;
-- ``hellos``: 20,000 Hellos, then the real reply (``bad_hello``: an incompatible one among
+- ``hellos``: 200,000 Hellos, then the real reply (``bad_hello``: an incompatible one among
   them).
 """
 
@@ -42,7 +42,7 @@ from pravega_wire.codec import FrameDecoder, encode, encode_utf
 SEGMENT = "hostile/stream/0.#epoch.0"
 MAX_PAYLOAD = C.MAX_WIRECOMMAND_SIZE  # the most a client reader accepts
 FLOOD = 50_000
-STORM = 20_000
+STORM = 200_000  # 3.2 MB of Hellos: decoded all at once they would take > 10 MB
 _HEADER = struct.Struct(">ii")
 _READ_MIDDLE = struct.Struct(">q??i")
 
@@ -336,7 +336,7 @@ async def test_a_hello_storm_keeps_the_connection_in_bounded_memory(memory):
         peak = tracemalloc.get_traced_memory()[1] - baseline
         after = traced() - baseline
         print(f"\nhostile storm of {STORM} Hellos: peak {peak} bytes, {after:+d} bytes after")
-        assert peak < SLACK
+        assert peak < 4 * SLACK  # about one read's worth of decoded Hellos, never the storm's
         assert after < 64 * 1024
         assert flow.connection.is_open
 
