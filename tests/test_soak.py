@@ -344,3 +344,35 @@ async def test_a_reader_whose_token_expired_reads_on():
                     assert bytes(await reader.read_event(timeout=5)) == b"hi"
                 except TimeoutError:
                     pytest.fail("the reader never heard that its token expired")
+
+
+@needs_grpc
+@pytest.mark.asyncio
+@pytest.mark.xfail(strict=True, reason=(
+    "client/reader.py asks the token provider only when it connects (Java asks for every read): "
+    "a token that expires on a live connection costs a whole reply_timeout (30 s by default)"))
+async def test_a_reader_asks_for_a_token_for_every_read():
+    async with EmbeddedCluster(stores=1, auth=True) as cluster:
+        segment = "expiry/stream/0.#epoch.0"
+        await cluster.create_segment(segment)
+        store = cluster.stores[0]
+        event = struct.pack(">ii", 0, 2) + b"hi"
+
+        def append() -> None:
+            store.storage.append(store.storage.get(segment), event)
+            store.storage.commit()
+
+        async def tokens(segment: str, expired: bool) -> str:
+            return cluster.issue_token("expiry", "stream", ttl=1)  # always a fresh one
+
+        append()
+        async with ConnectionPool(ClientConfig()) as pool:
+            async with SegmentReader(pool, store.endpoint, segment, token_provider=tokens,
+                                     reply_timeout=10.0) as reader:
+                assert bytes(await reader.read_event(timeout=5)) == b"hi"
+                await asyncio.sleep(2.1)  # the token the reader connected with has expired
+                append()
+                try:
+                    assert bytes(await reader.read_event(timeout=3)) == b"hi"
+                except TimeoutError:
+                    pytest.fail("the reader sent the token it connected with, which had expired")
