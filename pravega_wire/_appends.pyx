@@ -91,7 +91,6 @@ cdef object _PartialEvent = C.PartialEvent
 cdef object _Event = C.Event
 cdef object _Hello = C.Hello
 cdef object _Command = C.Command
-cdef tuple _NOT_FRAMED = (C.AppendBlock, C.AppendBlockEnd, C.PartialEvent, C.Event)
 cdef bytes _EMPTY = b""
 
 
@@ -813,7 +812,8 @@ cdef class CommandEncoder:
         if not isinstance(cmd, _Command):
             raise InvalidMessageError(f"not a WireCommand: {type(cmd).__name__}")
         t = type(cmd)
-        if t in _NOT_FRAMED:
+        # (identity tests: ``in`` a tuple of classes compares them with ==, which is slower)
+        if t is _AppendBlock or t is _AppendBlockEnd or t is _PartialEvent or t is _Event:
             raise InvalidMessageError(
                 f"{t.__name__} is part of the append framing: use append() instead")
         cdef bytes frame = _encode_command(cmd)

@@ -18,8 +18,11 @@ Java's ``FlowHandler`` and ``TcpClientConnection`` do together (PROTOCOL.md §1,
   after two intervals: Java's 20 s then every 10 s). A read timeout (Java's 180 s) closes a
   connection whose server went silent (a half-open connection).
 * Commands are encoded at once (a bad command raises before any byte is queued) and all the
-  bytes queued during one event-loop iteration go out in one transport write. The 20 ms batch
-  timer drives ``CommandEncoder.batch_timeout`` while an append block is open.
+  bytes queued during one event-loop iteration go out in one transport write, at the end of the
+  iteration; except that what the flows queue while a batch of replies is dispatched to them
+  leaves right after that batch (as Netty flushes when a read completes), so that the server
+  works on it while the client reads its other connections. The 20 ms batch timer drives
+  ``CommandEncoder.batch_timeout`` while an append block is open.
 * Flow control: when the transport's buffer passes its high-water mark, ``await
   FlowConnection.drain()`` waits until it has drained below the low-water mark, so a slow server
   bounds memory. Writes blocked for longer than the read timeout fail the connection.
@@ -40,19 +43,35 @@ import logging
 import os
 import socket
 import ssl
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol, Tuple
 
 from . import codec as _default_codec
 from . import commands as C
-from .appends import Append, CommandEncoder
+from .appends import CommandEncoder
 from .errors import (ConnectionClosedError, ConnectionFailedError, IncompatibleVersionError,
                      InvalidMessageError)
+from ._mode import pure_requested
 from .flow import FLOW_DISABLED, MAX_FLOW_ID
 
+# The per-message part (a flow's send/append, the dispatch of replies) is compiled like the
+# codec and the append path, and picked the same way.
+if pure_requested():
+    from . import _flowcore_py as _core
+else:
+    try:
+        from . import _flowcore as _core  # type: ignore[no-redef]
+    except ImportError:  # no compiler at install time: the pure twin stands in
+        from . import _flowcore_py as _core  # type: ignore[no-redef]
+
+#: Every command a segment store may send that is routed to a flow: the replies of PROTOCOL.md §3
+#: (Hello and KeepAlive are handled by the connection itself).
+REPLY_TYPES = _core.REPLY_TYPES
+#: Which twin of the per-message part loaded: ``"compiled"`` or ``"pure"``.
+IMPLEMENTATION: str = _core.IMPLEMENTATION
+
 __all__ = ["ConnectionConfig", "Connection", "FlowConnection", "FlowListener", "open_connection",
-           "Endpoint", "BATCH_INTERVAL", "REPLY_TYPES"]
+           "Endpoint", "BATCH_INTERVAL", "REPLY_TYPES", "IMPLEMENTATION"]
 
 log = logging.getLogger(__name__)
 
@@ -63,28 +82,12 @@ Endpoint = Tuple[str, int]
 #: Period of the append batch timer (Java's ``MAX_BATCH_TIME_MILLIS`` = 20 ms).
 BATCH_INTERVAL = 0.020
 
-#: Every command a segment store may send that is routed to a flow: the replies of PROTOCOL.md §3
-#: (Hello and KeepAlive are handled by the connection itself).
-REPLY_TYPES = frozenset((
-    C.AppendSetup, C.DataAppended, C.ConditionalCheckFailed, C.SegmentRead,
-    C.StreamSegmentInfo, C.SegmentAttribute, C.SegmentAttributeUpdated, C.OffsetLocated,
-    C.SegmentCreated, C.SegmentSealed, C.SegmentDeleted, C.SegmentPolicyUpdated,
-    C.SegmentTruncated, C.SegmentsMerged, C.SegmentsBatchMerged,
-    C.WrongHost, C.SegmentIsSealed, C.SegmentAlreadyExists, C.NoSuchSegment,
-    C.InvalidEventNumber, C.SegmentIsTruncated, C.OperationUnsupported, C.AuthTokenCheckFailed,
-    C.ErrorMessage, C.TableSegmentNotEmpty, C.TableKeyDoesNotExist, C.TableKeyBadVersion,
-    C.TableSegmentInfo, C.TableEntriesUpdated, C.TableKeysRemoved, C.TableRead,
-    C.TableKeysRead, C.TableEntriesRead, C.TableEntriesDeltaRead,
-    C.StorageFlushed, C.StorageChunksListed,
-))
-
 _HELLO = C.Hello(C.WIRE_VERSION, C.OLDEST_COMPATIBLE_VERSION)
 _KEEPALIVE = C.KeepAlive()
-_DataAppended = C.DataAppended
-_SetupAppend = C.SetupAppend
 
 # Connection states.
-_CONNECTING, _OPEN, _CLOSED = "connecting", "open", "closed"
+_CONNECTING, _OPEN, _CLOSED = _core.CONNECTING, _core.OPEN, _core.CLOSED
+_dispatch = _core.dispatch
 
 
 def check_endpoint(endpoint) -> Endpoint:
@@ -214,7 +217,7 @@ def _check_listener(listener) -> None:
             raise TypeError(f"a flow listener needs a callable {name}(); {listener!r} has none")
 
 
-class FlowConnection:
+class FlowConnection(_core.FlowCore):
     """One flow on a shared connection: what a segment writer, reader or raw client holds.
 
     ``send`` and ``append`` queue at once (bytes leave in the next event-loop iteration) and
@@ -223,73 +226,12 @@ class FlowConnection:
     error (:class:`~pravega_wire.errors.InvalidMessageError`, ``TypeError``) for a command that
     cannot be sent, before anything is queued. ``await drain()`` waits while the server is not
     keeping up.
+
+    ``flow_id``, ``send(cmd)``, ``append(append)`` and ``append_event(...)`` come from the
+    per-message core (``pravega_wire._flowcore``, compiled, or its pure twin).
     """
 
-    __slots__ = ("flow_id", "_conn", "_listener", "_on_reply", "_error", "_sessions")
-
-    def __init__(self, flow_id: int, conn: "Connection", listener: FlowListener):
-        self.flow_id = flow_id
-        self._conn: Optional[Connection] = conn
-        self._listener = listener
-        self._on_reply = listener.reply_received
-        self._error: Optional[BaseException] = None
-        self._sessions: Optional[list] = None  # (segment, writer_id) set up by this flow
-
-    # -- sending ---------------------------------------------------------------------------
-
-    # The hot path: the encoder is called from here, without going through a Connection
-    # method. The encoder raises before changing anything: InvalidMessageError / TypeError for
-    # a command or append that cannot be sent, EncoderStateError for a Hello inside an append
-    # block; those reach the caller and the connection stays up. ConnectionClosedError means
-    # the encoder gave up on the connection (too many append sessions): Java closes it.
-
-    def send(self, cmd: C.Command) -> None:
-        """Queue a command (not an append: see :meth:`append`). The append sessions a
-        SetupAppend opens in the connection's encoder are released when the flow closes."""
-        conn = self._conn
-        if conn is None:
-            raise self._dead()
-        try:
-            conn._encoder.write_command(cmd)
-        except ConnectionFailedError as e:
-            raise conn._encoder_failed(e) from e
-        if not conn._flush_scheduled:
-            conn._schedule_flush()
-        if type(cmd) is _SetupAppend:
-            self._note_session(cmd)
-
-    def append(self, append: Append) -> None:
-        """Queue an :class:`~pravega_wire.appends.Append` (after this flow's SetupAppend)."""
-        conn = self._conn
-        if conn is None:
-            raise self._dead()
-        try:
-            conn._encoder.append(append)
-        except ConnectionFailedError as e:
-            raise conn._encoder_failed(e) from e
-        if not conn._flush_scheduled:
-            conn._schedule_flush()
-
-    def append_event(self, segment: str, writer_id: uuid.UUID, event_number: int, payload,
-                     request_id: int) -> None:
-        """Queue one event: an append of ``payload`` framed as an Event record (the encoder
-        builds its 8-byte header in place), event count 1."""
-        conn = self._conn
-        if conn is None:
-            raise self._dead()
-        try:
-            conn._encoder.append_event(segment, writer_id, event_number, payload, request_id)
-        except ConnectionFailedError as e:
-            raise conn._encoder_failed(e) from e
-        if not conn._flush_scheduled:
-            conn._schedule_flush()
-
-    def _note_session(self, setup: C.SetupAppend) -> None:
-        key = (setup.segment, setup.writer_id)
-        if self._sessions is None:
-            self._sessions = [key]
-        elif key not in self._sessions:
-            self._sessions.append(key)
+    __slots__ = ()
 
     async def drain(self) -> None:
         """Wait while the connection's transport buffer is over its high-water mark (bytes
@@ -334,20 +276,12 @@ class FlowConnection:
         """Why the flow died (what its listener was told), ``None`` if open or closed by us."""
         return self._error
 
-    def _dead(self) -> ConnectionFailedError:
-        if self._error is None:
-            return ConnectionClosedError(f"flow {self.flow_id} is closed")
-        err = type(self._error)(*self._error.args) if isinstance(
-            self._error, ConnectionFailedError) else ConnectionFailedError(str(self._error))
-        err.__cause__ = self._error
-        return err
-
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else f"on {self._conn!r}"
         return f"<FlowConnection flow_id={self.flow_id} {state}>"
 
 
-class Connection(asyncio.Protocol):
+class Connection(_core.ConnectionCore, asyncio.Protocol):
     """One connection to a segment store; made by :func:`open_connection`.
 
     Attributes: ``endpoint``; ``server_hello`` (the server's Hello); ``server_version`` (its
@@ -377,6 +311,7 @@ class Connection(asyncio.Protocol):
         self._hello_waiter: Optional[asyncio.Future] = None
         self._closed_waiter: Optional[asyncio.Future] = None
         self._flush_scheduled = False
+        self._flush_handle: Optional[asyncio.Handle] = None
         self._paused = False
         self._high_water = 64 * 1024  # the transport's, once connected
         self._drain_waiters: list = []
@@ -552,14 +487,20 @@ class Connection(asyncio.Protocol):
             elif replies or self._frame_since is None:
                 self._frame_since = now
         except InvalidMessageError as e:
-            self._dispatch(getattr(e, "decoded", ()))
+            _dispatch(self, getattr(e, "decoded", ()))
             if self._state is not _CLOSED:
                 err = ConnectionFailedError(f"malformed data from {self._where()}: {e}")
                 err.__cause__ = e
                 self._fail(err)
             return
         if replies:
-            self._dispatch(replies)
+            _dispatch(self, replies)
+            # What the listeners sent in answer leaves now, not after every other connection
+            # ready in this loop iteration has been read: the server works on it meanwhile.
+            # (Sends to other connections made here still leave at the end of the iteration.)
+            if self._flush_scheduled and self._state is not _CLOSED:
+                self._flush_handle.cancel()
+                self._flush()
 
     def eof_received(self):
         self._fail(ConnectionFailedError(f"{self._where()} closed the connection"))
@@ -595,32 +536,6 @@ class Connection(asyncio.Protocol):
                 waiter.set_result(None)
 
     # -- reading ---------------------------------------------------------------------------
-
-    def _dispatch(self, replies) -> None:
-        # The hot path (every DataAppended and SegmentRead): keep it lean.
-        get = self._flows.get
-        single = self._single
-        for reply in replies:
-            kind = type(reply)
-            if kind is _DataAppended:
-                self._encoder.record_ack(reply.request_id, reply.event_number)
-            elif kind not in REPLY_TYPES:
-                if self._control(reply):
-                    continue
-                return
-            if single is None:
-                flow = get(reply.request_id >> 32)
-                if flow is None:
-                    self._drop(reply)
-                    continue
-            else:
-                flow = single
-            try:
-                flow._on_reply(reply)
-            except Exception as e:
-                self._listener_failed(flow, e)
-            if self._state is _CLOSED:
-                return
 
     def _control(self, reply) -> bool:
         """Hello, KeepAlive, or a frame that is not a reply; False once the connection closed."""
@@ -718,7 +633,7 @@ class Connection(asyncio.Protocol):
 
     def _schedule_flush(self) -> None:
         self._flush_scheduled = True
-        self._loop.call_soon(self._flush)
+        self._flush_handle = self._loop.call_soon(self._flush)
 
     def _encoder_failed(self, e: Exception) -> ConnectionFailedError:
         err = ConnectionFailedError(f"{self!r} closed by its encoder: {e}")
@@ -728,6 +643,7 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._flush_handle = None
         if self._state is _CLOSED:
             return
         encoder = self._encoder

@@ -442,6 +442,42 @@ async def test_commands_sent_in_one_loop_iteration_leave_in_one_write(wire):
 
 
 @pytest.mark.asyncio
+async def test_what_listeners_send_in_answer_to_a_batch_leaves_right_after_it(wire):
+    """Answers leave at the end of the batch of replies that caused them (so the server works
+    on them while the client reads its other connections); a send to another connection from
+    a listener still waits for the end of the loop iteration."""
+    async with ScriptedServer(wire) as server:
+        conn = await connect(server, wire)
+        other = await connect(server, wire)
+        writes = {conn: [], other: []}
+        for c in (conn, other):
+            real_write = c._transport.write
+            c._transport.write = lambda data, c=c, real=real_write: (
+                writes[c].append(bytes(data)), real(data))
+        other_flow = other.add_flow(2, Recorder())
+        answers = [C.GetSegmentAttribute(rid(1, 100 + i), "s", uuid.UUID(int=i), "")
+                   for i in range(3)]
+
+        class Answerer(Recorder):
+            def reply_received(self, reply):
+                super().reply_received(reply)
+                if type(reply) is C.SegmentAttribute:
+                    flow.send(answers[reply.value])
+                    other_flow.send(C.GetSegmentAttribute(rid(2, reply.value), "s",
+                                                          uuid.UUID(int=9), ""))
+
+        flow = conn.add_flow(1, Answerer())
+        batch = b"".join(wire.encode(C.SegmentAttribute(rid(1, i), i)) for i in range(3))
+        conn.data_received(batch)  # as the transport would deliver it
+        assert writes[conn] == [b"".join(wire.encode(a) for a in answers)]
+        assert writes[other] == []
+        await settle(2)
+        assert len(writes[other]) == 1 and len(writes[conn]) == 1
+        conn.close()
+        other.close()
+
+
+@pytest.mark.asyncio
 async def test_a_server_that_does_not_read_bounds_memory_through_drain(wire):
     async with ScriptedServer(wire) as server:
         conn = await connect(server, wire)

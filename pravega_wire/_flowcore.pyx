@@ -1,0 +1,144 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The per-message part of a connection, compiled twin of :mod:`pravega_wire._flowcore_py`
+(read its docstring): a flow's ``send`` / ``append`` / ``append_event`` and the dispatch of
+decoded replies to flows, with the same behaviour and the same attributes of the connection."""
+
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
+from libc.stdint cimport int64_t
+
+from . import commands as C
+from ._flowcore_py import CLOSED, CONNECTING, OPEN, REPLY_TYPES
+from .errors import ConnectionClosedError, ConnectionFailedError
+
+__all__ = ["IMPLEMENTATION", "ConnectionCore", "FlowCore", "dispatch", "REPLY_TYPES", "CONNECTING", "OPEN",
+           "CLOSED"]
+
+IMPLEMENTATION = "compiled"
+
+cdef object _DataAppended = C.DataAppended
+cdef object _SetupAppend = C.SetupAppend
+cdef frozenset _REPLY_TYPES = REPLY_TYPES
+cdef object _CLOSED = CLOSED
+cdef object _ConnectionFailedError = ConnectionFailedError
+
+
+cdef class ConnectionCore:
+    """The base of a connection: the state the per-message path reads, as C fields."""
+
+    cdef public object _state
+    cdef public dict _flows
+    cdef public object _single
+    cdef public object _encoder
+    cdef public bint _flush_scheduled
+
+
+cdef class FlowCore:
+    """A flow's identity and its hot path. ``_conn`` is the connection while the flow is open
+    (``None`` once closed or failed); ``_encoder`` is that connection's encoder."""
+
+    cdef public object flow_id
+    cdef public ConnectionCore _conn
+    cdef public object _encoder
+    cdef public object _listener
+    cdef public object _on_reply
+    cdef public object _error
+    cdef public object _sessions
+
+    def __init__(self, flow_id, ConnectionCore conn not None, listener):
+        self.flow_id = flow_id
+        self._conn = conn
+        self._encoder = conn._encoder
+        self._listener = listener
+        self._on_reply = listener.reply_received
+        self._error = None
+        self._sessions = None
+
+    def send(self, cmd):
+        """Queue a command (not an append: see :meth:`append`). The append sessions a
+        SetupAppend opens in the connection's encoder are released when the flow closes."""
+        cdef ConnectionCore conn = self._conn
+        if conn is None:
+            raise self._dead()
+        try:
+            self._encoder.write_command(cmd)
+        except _ConnectionFailedError as e:
+            raise conn._encoder_failed(e) from e
+        if not conn._flush_scheduled:
+            conn._schedule_flush()
+        if type(cmd) is _SetupAppend:
+            key = (cmd.segment, cmd.writer_id)
+            if self._sessions is None:
+                self._sessions = [key]
+            elif key not in self._sessions:
+                self._sessions.append(key)
+
+    def append(self, append):
+        """Queue an :class:`~pravega_wire.appends.Append` (after this flow's SetupAppend)."""
+        cdef ConnectionCore conn = self._conn
+        if conn is None:
+            raise self._dead()
+        try:
+            self._encoder.append(append)
+        except _ConnectionFailedError as e:
+            raise conn._encoder_failed(e) from e
+        if not conn._flush_scheduled:
+            conn._schedule_flush()
+
+    def append_event(self, segment, writer_id, event_number, payload, request_id):
+        """Queue one event: an append of ``payload`` framed as an Event record (the encoder
+        builds its 8-byte header in place), event count 1."""
+        cdef ConnectionCore conn = self._conn
+        if conn is None:
+            raise self._dead()
+        try:
+            self._encoder.append_event(segment, writer_id, event_number, payload, request_id)
+        except _ConnectionFailedError as e:
+            raise conn._encoder_failed(e) from e
+        if not conn._flush_scheduled:
+            conn._schedule_flush()
+
+    def _dead(self):
+        """The error for using a flow that is closed (by us) or failed (what it was told)."""
+        error = self._error
+        if error is None:
+            return ConnectionClosedError(f"flow {self.flow_id} is closed")
+        if isinstance(error, _ConnectionFailedError):
+            err = type(error)(*error.args)
+        else:
+            err = _ConnectionFailedError(str(error))
+        err.__cause__ = error
+        return err
+
+
+def dispatch(ConnectionCore conn not None, replies):
+    """Deliver decoded replies in order (see the pure twin's ``dispatch``)."""
+    cdef dict flows = conn._flows
+    cdef object single = conn._single
+    cdef object record_ack = conn._encoder.record_ack
+    cdef PyObject* found
+    cdef FlowCore flow
+    cdef int64_t request_id
+    for reply in replies:
+        kind = type(reply)
+        if kind is _DataAppended:
+            record_ack(reply.request_id, reply.event_number)
+        elif kind not in _REPLY_TYPES:
+            if conn._control(reply):
+                continue
+            return
+        if single is None:
+            request_id = reply.request_id
+            found = PyDict_GetItem(flows, request_id >> 32)
+            if found is NULL:
+                conn._drop(reply)
+                continue
+            flow = <FlowCore?>found
+        else:
+            flow = <FlowCore?>single
+        try:
+            flow._on_reply(reply)
+        except Exception as e:
+            conn._listener_failed(flow, e)
+        if conn._state is _CLOSED:
+            return
