@@ -5,6 +5,7 @@ decoded replies to flows, with the same behaviour and the same attributes of the
 
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t
 
 from . import commands as C
@@ -18,7 +19,10 @@ IMPLEMENTATION = "compiled"
 
 cdef object _DataAppended = C.DataAppended
 cdef object _SetupAppend = C.SetupAppend
-cdef frozenset _REPLY_TYPES = REPLY_TYPES
+# Reply type -> where its request id sits in the record (every reply has that field): one
+# lookup says both that a frame is a reply and where to find its flow.
+cdef dict _REQUEST_ID_AT = {cls: cls._fields.index("request_id") for cls in REPLY_TYPES}
+cdef Py_ssize_t _DATA_APPENDED_EVENT_NUMBER = C.DataAppended._fields.index("event_number")
 cdef object _CLOSED = CLOSED
 cdef object _ConnectionFailedError = ConnectionFailedError
 
@@ -117,18 +121,30 @@ def dispatch(ConnectionCore conn not None, replies):
     cdef object single = conn._single
     cdef object record_ack = conn._encoder.record_ack
     cdef PyObject* found
+    cdef PyObject* at
     cdef FlowCore flow
     cdef int64_t request_id
+    cdef Py_ssize_t index
     for reply in replies:
         kind = type(reply)
-        if kind is _DataAppended:
-            record_ack(reply.request_id, reply.event_number)
-        elif kind not in _REPLY_TYPES:
+        at = PyDict_GetItem(_REQUEST_ID_AT, kind)
+        if at is NULL:
             if conn._control(reply):
                 continue
             return
+        index = <Py_ssize_t><object>at
+        if index < PyTuple_GET_SIZE(reply) and (
+                kind is not _DataAppended
+                or _DATA_APPENDED_EVENT_NUMBER < PyTuple_GET_SIZE(reply)):
+            rid = <object>PyTuple_GET_ITEM(reply, index)
+            if kind is _DataAppended:
+                record_ack(rid, <object>PyTuple_GET_ITEM(reply, _DATA_APPENDED_EVENT_NUMBER))
+        else:  # not a whole record (no decoder makes one): what the attributes say
+            rid = reply.request_id
+            if kind is _DataAppended:
+                record_ack(rid, reply.event_number)
         if single is None:
-            request_id = reply.request_id
+            request_id = rid
             found = PyDict_GetItem(flows, request_id >> 32)
             if found is NULL:
                 conn._drop(reply)
