@@ -9,7 +9,7 @@
   :mod:`pravega_wire.client.controller`, imported on demand.
 """
 
-from ._common import RetryPolicy, StaticLocator
+from ._common import CachingTokenProvider, RetryPolicy, StaticLocator
 from .raw import ConditionalWriter, MetadataClient, RawClient, SegmentInfo
 from .reader import EndOfSegment, SegmentReader
 from .stream import StreamWriter, stream_readers
@@ -17,4 +17,4 @@ from .writer import EventWriterConfig, SegmentWriter
 
 __all__ = ["SegmentWriter", "EventWriterConfig", "StreamWriter", "SegmentReader", "EndOfSegment",
            "stream_readers", "RawClient", "MetadataClient", "ConditionalWriter", "SegmentInfo",
-           "RetryPolicy", "StaticLocator"]
+           "RetryPolicy", "StaticLocator", "CachingTokenProvider"]

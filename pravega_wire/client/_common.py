@@ -1,17 +1,24 @@
-"""What the segment clients share: where a segment lives, delegation tokens, retry policies, and
-the listener each client hands the pool for one flow."""
+"""What the segment clients share: where a segment lives, delegation tokens (and
+:class:`CachingTokenProvider`, which keeps a stream's token until it nears its expiry), retry
+policies, and the listener each client hands the pool for one flow."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Optional, Protocol, Tuple, Union
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from typing import Any, Dict, Optional, Protocol, Tuple, Union
 
 from ..errors import InvalidMessageError, RetriesExhaustedError
 
 __all__ = ["SegmentLocator", "StaticLocator", "TokenProvider", "RetryPolicy", "as_locator",
-           "Endpoint", "no_token", "MAX_EVENT_SIZE", "event_bytes", "FlowListener", "open_flow"]
+           "Endpoint", "no_token", "CachingTokenProvider", "token_expiry",
+           "DEFAULT_TOKEN_REFRESH", "MAX_EVENT_SIZE", "event_bytes", "FlowListener", "open_flow"]
 
 #: ``(host, port)`` of a segment store.
 Endpoint = Tuple[str, int]
@@ -72,6 +79,172 @@ TokenProvider = Callable[[str, bool], Awaitable[str]]
 async def no_token(segment: str, expired: bool) -> str:
     """The token provider of a cluster with auth off."""
     return ""
+
+
+#: Seconds before a token's ``exp`` claim at which :class:`CachingTokenProvider` fetches a new
+#: one (Java's ``JwtTokenProviderImpl.DEFAULT_REFRESH_THRESHOLD_SECONDS``).
+DEFAULT_TOKEN_REFRESH = 5.0
+
+
+def token_expiry(token: str) -> Optional[float]:
+    """The ``exp`` claim (unix seconds) of the JWT ``token``, or None if ``token`` is not a JWT
+    (three dot-separated parts whose middle one is a base64url, or base64, JSON object) or has
+    no finite numeric ``exp``. The signature is not checked: only the segment store can."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    body = parts[1]
+    try:
+        raw = base64.b64decode((body + "=" * (-len(body) % 4)).encode("ascii"),
+                               altchars=b"-_", validate=True)
+        claims = json.loads(raw)
+    except (ValueError, binascii.Error, RecursionError):  # UnicodeError is a ValueError
+        return None
+    if not isinstance(claims, dict):
+        return None
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        return None
+    try:
+        exp = float(exp)
+    except OverflowError:  # an int beyond any float: no usable expiry
+        return None
+    return exp if math.isfinite(exp) else None
+
+
+def _stream_key(segment: str) -> str:
+    """``scope/stream`` of a qualified segment name (``scope/stream/0.#epoch.0``, its
+    transaction and transient segments too); a name with fewer parts is its own key."""
+    parts = segment.split("/", 2)
+    return f"{parts[0]}/{parts[1]}" if len(parts) == 3 else segment
+
+
+class _Fetch:
+    """A token fetch in progress and the number of callers waiting for it."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: "asyncio.Future[str]"):
+        self.task = task
+        self.waiters = 0
+
+
+class CachingTokenProvider:
+    """A :data:`TokenProvider` that keeps the last token of each stream and asks ``fetch`` (a
+    token provider that returns a new token on every call, e.g. one that asks the controller
+    for a delegation token) only when it needs a new one, as Java's ``JwtTokenProviderImpl``
+    does:
+
+    - when it has no token for the stream yet;
+    - when the token's JWT ``exp`` claim (read without checking the signature, see
+      :func:`token_expiry`) is at most ``refresh_before`` seconds after ``clock()`` (unix
+      seconds; default :func:`time.time`). A token that expires sooner than ``refresh_before``
+      after it is issued is thus fetched for every call, as in Java;
+    - when a caller passes ``expired=True`` (the segment store refused its token as expired):
+      the cached token is dropped. A token that is not a JWT, or has no ``exp``, is kept until
+      then; so is ``""`` (auth off).
+
+    Tokens are per stream: ``key(segment)`` (default: ``scope/stream`` of the qualified segment
+    name) says which segments share one. Concurrent callers that need a new token for one key
+    share a single fetch, made with the segment and ``expired`` flag of the caller that started
+    it; a caller that is cancelled stops waiting, and the fetch is cancelled only when no caller
+    waits for it any more. A failed fetch raises its error to every caller waiting for it and
+    caches nothing (the next call fetches again); a fetch that returns something other than a
+    ``str`` is a ``TypeError``.
+
+    One provider is meant for one event loop (a fetch runs as a task of the loop of the caller
+    that started it).
+    """
+
+    def __init__(self, fetch: TokenProvider, *, refresh_before: float = DEFAULT_TOKEN_REFRESH,
+                 key: Callable[[str], Hashable] = _stream_key,
+                 clock: Callable[[], float] = time.time):
+        if not callable(fetch):
+            raise TypeError(f"fetch must be an async (segment, expired) -> token callable, "
+                            f"not {fetch!r}")
+        if isinstance(refresh_before, bool) or not isinstance(refresh_before, (int, float)):
+            raise TypeError(f"refresh_before must be a number of seconds, not "
+                            f"{refresh_before!r}")
+        if not 0 <= refresh_before < float("inf"):
+            raise ValueError(f"refresh_before must be finite and >= 0, not {refresh_before}")
+        for name, value in (("key", key), ("clock", clock)):
+            if not callable(value):
+                raise TypeError(f"{name} must be callable, not {value!r}")
+        self._fetch = fetch
+        self.refresh_before = float(refresh_before)
+        self._key = key
+        self._clock = clock
+        self._tokens: Dict[Hashable, Tuple[str, Optional[float]]] = {}  # key -> (token, exp)
+        self._fetches: Dict[Hashable, _Fetch] = {}
+        #: Number of fetches started (each is one call of ``fetch``).
+        self.fetches = 0
+
+    async def __call__(self, segment: str, expired: bool) -> str:
+        """The token for ``segment``: the cached one while it is not near its expiry and
+        ``expired`` is false, else a new one from ``fetch``."""
+        if not expired:
+            token = self.cached(segment)
+            if token is not None:
+                return token
+        key = self._key(segment)
+        if expired:
+            self._tokens.pop(key, None)
+        fetch = self._fetches.get(key)
+        if fetch is None:
+            fetch = self._start(key, segment, expired)
+        fetch.waiters += 1
+        try:
+            return await asyncio.shield(fetch.task)
+        finally:
+            fetch.waiters -= 1
+            if not fetch.waiters and not fetch.task.done():
+                fetch.task.cancel()  # nobody waits for it any more
+
+    def cached(self, segment: str) -> Optional[str]:
+        """The token a call with ``expired=False`` would return at once (without a fetch), or
+        None if that call would fetch. Synchronous: a reader uses it to send a read without
+        waiting on the loop."""
+        cached = self._tokens.get(self._key(segment))
+        if cached is None:
+            return None
+        token, exp = cached
+        if exp is None or self._clock() + self.refresh_before < exp:
+            return token
+        return None
+
+    def invalidate(self, segment: Optional[str] = None) -> None:
+        """Forget the cached token of ``segment``'s key (of every key if None): the next call
+        fetches. A fetch in progress goes on, and its token is cached."""
+        if segment is None:
+            self._tokens.clear()
+        else:
+            self._tokens.pop(self._key(segment), None)
+
+    def _start(self, key: Hashable, segment: str, expired: bool) -> _Fetch:
+        self.fetches += 1
+        fetch = self._fetches[key] = _Fetch(asyncio.ensure_future(self._run(segment, expired)))
+        fetch.task.add_done_callback(lambda task: self._done(key, fetch))
+        return fetch
+
+    async def _run(self, segment: str, expired: bool) -> str:
+        token = await self._fetch(segment, expired)
+        if type(token) is not str:
+            raise TypeError(f"the token fetch for {segment} returned {type(token).__name__}, "
+                            "not str")
+        return token
+
+    def _done(self, key: Hashable, fetch: _Fetch) -> None:
+        if self._fetches.get(key) is fetch:
+            del self._fetches[key]
+        task = fetch.task
+        if task.cancelled() or task.exception() is not None:  # retrieved: never logged
+            return
+        token = task.result()
+        self._tokens[key] = (token, token_expiry(token))
+
+    def __repr__(self) -> str:
+        return (f"<CachingTokenProvider keys={len(self._tokens)} fetches={self.fetches} "
+                f"refresh_before={self.refresh_before}>")
 
 
 def event_bytes(event: Any) -> bytes:

@@ -9,6 +9,13 @@ the next one; ``SegmentIsSealed`` means end of segment; ``SegmentIsTruncated`` a
 tokens, lost connections and replies for the wrong offset are retried with backoff from the
 same offset.
 
+Delegation tokens: as Java's reader does, a reader with a token provider asks it for the token
+of every ``ReadSegment`` (so a provider that renews its token before it expires, such as
+:class:`~pravega_wire.client._common.CachingTokenProvider`, keeps a long-lived connection's
+reads authorized). ``expired=True`` is passed after the store refused a token as expired or a
+read went unanswered. Without one (:func:`~pravega_wire.client._common.no_token`, auth off)
+every read carries ``""`` and is sent at once.
+
 Payloads are not copied more than once: an event that lies inside one received chunk comes back
 as a ``memoryview`` of it; only an event that spans chunks is assembled (one copy, ``bytes``).
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import struct
 from typing import Any, List, Optional, Union
@@ -25,8 +33,8 @@ from .. import commands as C
 from ..errors import (AuthenticationError, ConnectionClosedError, ConnectionFailedError,
                       IncompatibleVersionError, InvalidMessageError, RetriesExhaustedError,
                       SegmentTruncatedError, TimeoutError, TokenExpiredError, WrongHostError)
-from ._common import (FlowListener, RetryPolicy, SegmentLocator, TokenProvider, as_locator,
-                      no_token, open_flow)
+from ._common import (CachingTokenProvider, FlowListener, RetryPolicy, SegmentLocator,
+                      TokenProvider, as_locator, no_token, open_flow)
 
 __all__ = ["SegmentReader", "EndOfSegment", "DEFAULT_BUFFER_SIZE", "DEFAULT_REPLY_TIMEOUT",
            "MAX_READ"]
@@ -62,6 +70,15 @@ class SegmentReader:
     (at the tail of a segment that is still written, a read waits for new data).
 
     ``offset`` is the position of the next byte the caller gets. One coroutine reads at a time.
+
+    ``token_provider`` (``async (segment, expired) -> token``) is asked for the token of every
+    ``ReadSegment``; ``reply_timeout`` bounds each read from that question to its reply. A
+    provider that fails or does not answer in time counts as a failed attempt (a reconnect with
+    backoff, as for a lost connection); when the ``retry`` policy's attempts run out the reader
+    fails with RetriesExhaustedError whose ``__cause__`` is the last error. A provider that
+    gives no awaitable, or a token that is not a ``str``, fails the reader with TypeError.
+    Use a :class:`~pravega_wire.client._common.CachingTokenProvider` when fetching a token is
+    costly: while its token is in force the reader takes it synchronously (no task per read).
     """
 
     def __init__(self, pool: Any, where: Any, segment: str, *, offset: int = 0,
@@ -108,7 +125,13 @@ class SegmentReader:
         self._flow: Any = None
         self._listener: Optional[FlowListener] = None
         self._token = ""
-        self._token_expired = False
+        self._token_expired = False  # the next token asked for must be a fresh one
+        # Ask the provider for every read (with ``no_token``, reads are sent at once with "").
+        self._token_per_read = token_provider is not no_token
+        # A caching provider's token still in force is taken synchronously: no task per read.
+        self._cached_token = (token_provider.cached
+                              if isinstance(token_provider, CachingTokenProvider) else None)
+        self._token_task: Optional[asyncio.Future] = None  # asking for the outstanding read
         self._waiter: Optional[asyncio.Future] = None
         self._connector: Optional[asyncio.Task] = None
         self._failures = 0  # consecutive failures since the last reply that made progress
@@ -328,6 +351,9 @@ class SegmentReader:
         if end is not None:
             length = min(length, end - self._fetch_offset)
         self._outstanding = self._fetch_offset
+        if self._token_per_read:
+            self._ask_token(flow, length)
+            return
         try:
             flow.send(C.ReadSegment(self.segment, self._fetch_offset, length, self._token,
                                     self.request_id))
@@ -335,6 +361,79 @@ class SegmentReader:
             self._lost(e)
             return
         self._overdue = self._loop.call_later(self._reply_timeout, self._read_overdue)
+
+    def _ask_token(self, flow: Any, length: int) -> None:
+        """Ask the token provider for the token of the read at ``_outstanding`` (set: no other
+        read starts meanwhile), then send it on ``flow`` (:meth:`_token_ready`). The read's
+        ``reply_timeout`` runs from now: it bounds the question and the reply together."""
+        if self._token_task is not None:
+            # A reply matched the read before it was sent (a stale duplicate): its answer
+            # was taken, so that question is moot.
+            self._abandon_token()
+        offset = self._outstanding
+        if self._cached_token is not None and not self._token_expired:
+            token = self._cached_token(self.segment)
+            if token is not None:
+                self._token = token
+                try:
+                    flow.send(C.ReadSegment(self.segment, offset, length, token,
+                                            self.request_id))
+                except ConnectionFailedError as e:
+                    self._lost(e)
+                    return
+                self._overdue = self._loop.call_later(self._reply_timeout, self._read_overdue)
+                return
+        try:
+            asking = self._tokens(self.segment, self._token_expired)
+        except Exception as e:  # noqa: BLE001 - a failed attempt, retried
+            self._lost(e)
+            return
+        try:
+            task = asyncio.ensure_future(asking)
+        except TypeError:
+            self._drop_flow()
+            self._fail(TypeError(f"the token provider for {self.segment} returned "
+                                 f"{type(asking).__name__}, not an awaitable"))
+            return
+        self._token_task = task
+        self._overdue = self._loop.call_later(self._reply_timeout, self._read_overdue)
+        task.add_done_callback(functools.partial(self._token_ready, flow, offset, length))
+
+    def _token_ready(self, flow: Any, offset: int, length: int, task: asyncio.Future) -> None:
+        if task is not self._token_task:  # abandoned (flow dropped, reader closed, timed out)
+            if not task.cancelled():
+                task.exception()  # retrieved: never logged
+            return
+        self._token_task = None
+        if task.cancelled():  # the provider's own awaitable was cancelled
+            self._lost(ConnectionFailedError(
+                f"the token provider for {self.segment} was cancelled"))
+            return
+        error = task.exception()
+        if error is not None:
+            log.debug("reader %s: the token provider failed: %r", self.segment, error)
+            self._lost(error)
+            return
+        token = task.result()
+        if type(token) is not str:
+            self._drop_flow()
+            self._fail(TypeError(f"the token provider for {self.segment} returned "
+                                 f"{type(token).__name__}, not str"))
+            return
+        if self._closed or self._flow is not flow or self._outstanding != offset:
+            return  # cannot happen while the task is current; nothing to send it for
+        self._token_expired = False
+        self._token = token
+        try:
+            flow.send(C.ReadSegment(self.segment, offset, length, token, self.request_id))
+        except ConnectionFailedError as e:
+            self._lost(e)
+
+    def _abandon_token(self) -> None:
+        """Withdraw the question for a token (its answer will be ignored)."""
+        task, self._token_task = self._token_task, None
+        if task is not None:
+            task.cancel()
 
     def _answered(self) -> None:
         """The outstanding read got its reply (or was abandoned)."""
@@ -347,8 +446,18 @@ class SegmentReader:
         """No reply to a read for ``reply_timeout`` s, though the server answers a read at the
         tail within its long-poll bound. One way this happens: a store refuses a ReadSegment for
         an expired token with the read offset where the request id belongs (Java's quirk), so the
-        refusal is routed to another flow and dropped. Reconnect with a fresh token."""
+        refusal is routed to another flow and dropped. Reconnect with a fresh token.
+
+        Or the token provider did not answer within that time (the read was never sent):
+        withdraw the question and reconnect (the token was not refused: no fresh one is
+        demanded)."""
         self._overdue = None
+        task, self._token_task = self._token_task, None
+        if task is not None:
+            task.cancel()
+            self._lost(TimeoutError(f"no token for a read of {self.segment} at offset "
+                                    f"{self._outstanding} within {self._reply_timeout} s"))
+            return
         self._token_expired = True
         self._lost(TimeoutError(f"no reply to a read of {self.segment} at offset "
                                 f"{self._outstanding} within {self._reply_timeout} s"))
@@ -385,8 +494,9 @@ class SegmentReader:
 
     async def _open(self) -> None:
         endpoint = await self._locator.get_endpoint(self.segment)
-        self._token = await self._tokens(self.segment, self._token_expired)
-        self._token_expired = False
+        if not self._token_per_read:  # else each read asks for its token
+            self._token = await self._tokens(self.segment, self._token_expired)
+            self._token_expired = False
         listener = self._listener = FlowListener(self._on_reply, self._on_lost)
         flow = await open_flow(self._pool.open_flow(endpoint, listener))
         if not listener.active:  # lost while the flow was being opened
@@ -403,6 +513,8 @@ class SegmentReader:
         flow, self._flow = self._flow, None
         if flow is not None:
             flow.close()
+        if self._token_task is not None:
+            self._abandon_token()
         self._answered()
 
     def _lost(self, cause: BaseException) -> None:

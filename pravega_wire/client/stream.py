@@ -1,7 +1,12 @@
 """A small stream facade: events with routing keys to a stream's segments by key range, and
 readers for all of a stream's segments. Enough for the demo; not reader groups, and no scaling:
 when a segment is sealed its writer fails with SegmentSealedError, whose ``unacknowledged``
-events the caller can write again after fetching the stream's new segments."""
+events the caller can write again after fetching the stream's new segments.
+
+With ``auth=True`` the segment clients get their delegation tokens from the controller through
+one :class:`~pravega_wire.client._common.CachingTokenProvider` per StreamWriter or
+:func:`stream_readers` call: a token is fetched once and again only when it nears its expiry or
+a store refused it as expired (readers ask for a token for every read)."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import functools
 import random
 from typing import Any, Dict, List, Optional, Sequence
 
-from ._common import TokenProvider
+from ._common import CachingTokenProvider
 from .controller import SegmentWithRange, hash_routing_key
 from .reader import SegmentReader
 from .writer import EventWriterConfig, SegmentWriter
@@ -22,10 +27,11 @@ __all__ = ["StreamWriter", "stream_readers"]
 ROUTING_CACHE_SIZE = 4096
 
 
-def _token_provider(controller: Any, scope: str, stream: str) -> TokenProvider:
-    async def provide(segment: str, expired: bool) -> str:
+def _token_provider(controller: Any, scope: str, stream: str) -> CachingTokenProvider:
+    """The stream's delegation tokens from ``controller.get_delegation_token``, cached."""
+    async def fetch(segment: str, expired: bool) -> str:
         return await controller.get_delegation_token(scope, stream)
-    return provide
+    return CachingTokenProvider(fetch)
 
 
 class StreamWriter:
@@ -34,7 +40,8 @@ class StreamWriter:
     it with that segment's :class:`SegmentWriter`, opened on first use. Events with one routing
     key stay in order; events without one go to a random segment.
 
-    ``controller`` locates segments (and issues tokens when ``auth`` is set).
+    ``controller`` locates segments (and issues tokens when ``auth`` is set: one cached token
+    for all the segment writers, renewed when it nears its expiry).
     """
 
     def __init__(self, pool: Any, controller: Any, scope: str, stream: str,
@@ -125,10 +132,15 @@ def _raise_first(results: List[Any]) -> None:
             raise result
 
 
-async def stream_readers(pool: Any, controller: Any, scope: str, stream: str,
-                         **kwargs: Any) -> List[SegmentReader]:
+async def stream_readers(pool: Any, controller: Any, scope: str, stream: str, *,
+                         auth: bool = False, **kwargs: Any) -> List[SegmentReader]:
     """One :class:`SegmentReader` per segment at the head of the stream, from its head offset
-    (``kwargs`` go to every reader)."""
+    (``kwargs`` go to every reader). With ``auth``, the readers share one cached token provider
+    over ``controller.get_delegation_token`` (then pass no ``token_provider``)."""
+    if auth:
+        if "token_provider" in kwargs:
+            raise TypeError("pass auth=True or a token_provider, not both")
+        kwargs["token_provider"] = _token_provider(controller, scope, stream)
     head = await controller.get_segments_at_head(scope, stream)
     return [SegmentReader(pool, controller, location.name, offset=location.offset, **kwargs)
             for location in head]
