@@ -21,6 +21,8 @@ from libc.math cimport INFINITY, NAN, copysign, fabs, sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
 
+from pravega_wire._codec cimport _encode as _c_encode
+
 import time
 import uuid as _uuid
 
@@ -809,14 +811,18 @@ cdef class CommandEncoder:
         """Frame ``cmd`` and release it for sending, closing the open block and flushing the
         queued writers first (a Hello is refused while a block is open)."""
         self._check_open()
-        if not isinstance(cmd, _Command):
-            raise InvalidMessageError(f"not a WireCommand: {type(cmd).__name__}")
         t = type(cmd)
         # (identity tests: ``in`` a tuple of classes compares them with ==, which is slower)
         if t is _AppendBlock or t is _AppendBlockEnd or t is _PartialEvent or t is _Event:
             raise InvalidMessageError(
                 f"{t.__name__} is part of the append framing: use append() instead")
-        cdef bytes frame = _encode_command(cmd)
+        # The compiled codec's C entry first (no Python call); None leaves ``cmd`` (an unusual
+        # value, a command with lists, or no command at all) to the codec's full path.
+        cdef bytes frame = _c_encode(cmd, False)
+        if frame is None:
+            if not isinstance(cmd, _Command):
+                raise InvalidMessageError(f"not a WireCommand: {type(cmd).__name__}")
+            frame = _encode_command(cmd)
         if t is _Hello:
             if self._owner is not None or self._queued:
                 raise EncoderStateError("Hello may not be written while an append block is open")
