@@ -252,25 +252,31 @@ async def _bare_round(clients, per_connection):
 # -- pooled flows --------------------------------------------------------------------------------
 
 
-class Pinger:
-    """A flow's listener keeping ``IN_FLIGHT`` requests outstanding."""
+_SegmentAttribute, _GetSegmentAttribute = C.SegmentAttribute, C.GetSegmentAttribute
 
-    __slots__ = ("flow", "run", "seq")
+
+class Pinger:
+    """A flow's listener keeping ``IN_FLIGHT`` requests outstanding. Like the bare client, it
+    does the least a user of the library must per reply: check the reply's type, count it,
+    build the next request (a new command record with the next request id of the flow) and
+    send it on the flow; names it uses per reply are bound once, as the bare client binds its
+    own."""
+
+    __slots__ = ("flow", "send", "base", "run", "seq")
 
     def __init__(self):
-        self.flow = None
-        self.run = None
-        self.seq = 0
+        self.flow = self.send = self.run = None
+        self.base = self.seq = 0
 
     def reply_received(self, reply):
-        if type(reply) is not C.SegmentAttribute:
+        if type(reply) is not _SegmentAttribute:
             return
         run = self.run
         run.received += 1
         if run.sent < run.target:
             run.sent += 1
-            self.seq += 1
-            self.flow.send(_request(pack_request_id(self.flow.flow_id, self.seq)))
+            seq = self.seq = self.seq + 1
+            self.send(_GetSegmentAttribute(self.base | seq, "s", ATTRIBUTE, ""))
         elif run.received == run.target:
             run.done.set_result(None)
 
@@ -278,12 +284,15 @@ class Pinger:
         if self.run is not None and not self.run.done.done():
             self.run.done.set_exception(exc)
 
+    def attach(self, flow):
+        self.flow, self.send, self.base = flow, flow.send, pack_request_id(flow.flow_id, 0)
+
     def start(self, run):
         self.run = run
         run.sent += IN_FLIGHT
         for _ in range(IN_FLIGHT):
             self.seq += 1
-            self.flow.send(_request(pack_request_id(self.flow.flow_id, self.seq)))
+            self.send(_request(pack_request_id(self.flow.flow_id, self.seq)))
 
 
 async def _pooled_flows(endpoint, codec, flows, connections):
@@ -292,7 +301,7 @@ async def _pooled_flows(endpoint, codec, flows, connections):
     pingers = []
     for _ in range(flows):
         pinger = Pinger()
-        pinger.flow = await pool.open_flow(endpoint, pinger)
+        pinger.attach(await pool.open_flow(endpoint, pinger))
         pingers.append(pinger)
     assert len(pool.stats().endpoints[endpoint]) == connections
     return pool, pingers

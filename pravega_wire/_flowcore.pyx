@@ -125,14 +125,20 @@ def dispatch(ConnectionCore conn not None, replies):
     cdef FlowCore flow
     cdef int64_t request_id
     cdef Py_ssize_t index
+    cdef object last_kind = None  # replies come in runs of one type: look each run up once
+    cdef Py_ssize_t last_index = 0
     for reply in replies:
         kind = type(reply)
-        at = PyDict_GetItem(_REQUEST_ID_AT, kind)
-        if at is NULL:
-            if conn._control(reply):
-                continue
-            return
-        index = <Py_ssize_t><object>at
+        if kind is last_kind:
+            index = last_index
+        else:
+            at = PyDict_GetItem(_REQUEST_ID_AT, kind)
+            if at is NULL:
+                if conn._control(reply):
+                    continue
+                return
+            index = last_index = <Py_ssize_t><object>at
+            last_kind = kind
         if index < PyTuple_GET_SIZE(reply) and (
                 kind is not _DataAppended
                 or _DATA_APPENDED_EVENT_NUMBER < PyTuple_GET_SIZE(reply)):
