@@ -220,7 +220,8 @@ def _check_listener(listener) -> None:
 class FlowConnection(_core.FlowCore):
     """One flow on a shared connection: what a segment writer, reader or raw client holds.
 
-    ``send`` and ``append`` queue at once (bytes leave in the next event-loop iteration) and
+    ``send`` and ``append`` queue at once (bytes leave at the end of the event-loop iteration,
+    or right after the batch of replies being dispatched when called from a listener) and
     raise :class:`~pravega_wire.errors.ConnectionFailedError` on a closed flow or connection
     (:class:`~pravega_wire.errors.ConnectionClosedError` after :meth:`close`), or the encoder's
     error (:class:`~pravega_wire.errors.InvalidMessageError`, ``TypeError``) for a command that
