@@ -705,6 +705,26 @@ class _Soak:
         self._timed.add(task)
         task.add_done_callback(self._timed.discard)
 
+    def _arm_frame_fault(self, kind: str, proxy: FaultProxy, action: str, direction: str,
+                         commands: Optional[Tuple[str, ...]] = None) -> None:
+        """Arm a frame fault on ``proxy`` unless the same one is still waiting there for its
+        frame.
+
+        A trigger fires on the next matching frame, whenever that passes. While none passes
+        (the proxy stalled, the store restarting, every client backing off after earlier
+        faults), triggers armed at the injection rate (about one per second per kind and
+        proxy) queued up, 13 on one proxy, and then fired one after another on the only
+        frames that came: the Hellos and first requests of the clients' reconnection
+        attempts. Every connection to that store failed until the queue drained, and the
+        queue fed itself (each failed attempt means another backoff without traffic):
+        outages of several seconds made of faults that each stand for one cut frame, which a
+        tail reader could not ride out within its _STUCK_READS bound (about one CI run in
+        eight). Not arming draws another fault instead (only faults that fire count)."""
+        if proxy.pending(action, direction=direction, commands=commands):
+            self.details[f"{kind} not armed (the same one pending)"] += 1
+            return
+        getattr(proxy, action)(direction=direction, commands=commands)
+
     async def _inject(self, kind: str) -> None:
         rng = self.rng
         store = rng.randrange(self.config.stores)
@@ -713,16 +733,19 @@ class _Soak:
         both = rng.random() < 0.5
         if kind == "reset_before_append":
             if both:
-                proxy.reset_before_frame(direction=UPSTREAM, commands={"AppendBlockEnd"})
+                self._arm_frame_fault(kind, proxy, "reset_before_frame", UPSTREAM,
+                                      ("AppendBlockEnd",))
             else:
                 self._plan_rule(kind, plan.drop_before_append())
         elif kind == "reset_after_append":
             if both:
-                proxy.reset_before_frame(direction=DOWNSTREAM, commands={"DataAppended"})
+                self._arm_frame_fault(kind, proxy, "reset_before_frame", DOWNSTREAM,
+                                      ("DataAppended",))
             else:
                 self._plan_rule(kind, plan.drop_after_append())
         elif kind == "reset_mid_frame":
-            proxy.reset_in_frame(direction=rng.choice((UPSTREAM, DOWNSTREAM)))
+            self._arm_frame_fault(kind, proxy, "reset_in_frame",
+                                  rng.choice((UPSTREAM, DOWNSTREAM)))
         elif kind == "stall":
             if both:
                 proxy.stall()

@@ -18,11 +18,12 @@ import pytest
 from pravega_wire import commands as C
 from pravega_wire.client.reader import SegmentReader
 from pravega_wire.codec import encode
-from pravega_wire.errors import TimeoutError
+from pravega_wire.connection import ConnectionConfig, open_connection
+from pravega_wire.errors import ConnectionFailedError, TimeoutError
 from pravega_wire.pool import ClientConfig, ConnectionPool
 from pravega_wire.server import EmbeddedCluster
 from pravega_wire.server.faultproxy import BOTH, DOWNSTREAM, UPSTREAM, FaultProxy
-from pravega_wire.soak import FAULT_WEIGHTS, SoakConfig, run_soak
+from pravega_wire.soak import FAULT_WEIGHTS, SoakConfig, _Soak, run_soak
 
 SOAK_FAULTS = int(os.environ.get("SOAK_FAULTS", "1000"))
 #: The soak's cluster checks delegation tokens, which the embedded controller (gRPC) issues.
@@ -277,6 +278,67 @@ async def test_faults_can_target_one_connection_and_be_cleared():
         assert proxy.reset() == 2
         for c in (c1, c2):
             assert (await c.outcome())[1]
+
+
+@pytest.mark.asyncio
+async def test_pending_counts_the_triggers_of_one_fault_that_have_not_fired():
+    async with Server() as server, FaultProxy(server.endpoint) as proxy:
+        proxy.reset_in_frame(direction=UPSTREAM)
+        proxy.reset_in_frame(direction=UPSTREAM)
+        proxy.reset_in_frame(direction=DOWNSTREAM)
+        proxy.reset_before_frame(direction=UPSTREAM, commands={"AppendBlockEnd"})
+        assert proxy.pending("reset_in_frame", direction=UPSTREAM) == 2
+        assert proxy.pending("reset_in_frame", direction=DOWNSTREAM) == 1
+        assert proxy.pending("reset_in_frame", direction=BOTH) == 0
+        assert proxy.pending("reset_before_frame", direction=UPSTREAM) == 0  # any frame: no
+        assert proxy.pending("reset_before_frame", direction=UPSTREAM,
+                             commands=("AppendBlockEnd",)) == 1
+        c = await client(proxy)
+        c.write(FRAMES[0])  # the first upstream trigger cuts this frame
+        assert (await c.outcome())[1]
+        assert proxy.pending("reset_in_frame", direction=UPSTREAM) == 1
+        assert proxy.armed == 3
+        with pytest.raises(ValueError):
+            proxy.pending("stall")
+
+
+@pytest.mark.asyncio
+async def test_the_soak_does_not_queue_frame_faults_that_no_frame_has_taken():
+    """Found by the soak (a tail reader "stuck" for 10 reads about one run in eight): a frame
+    fault fires on the next matching frame, so while no traffic passes a proxy (stalled, its
+    store restarting, its clients backing off) the triggers the soak kept arming queued up
+    (13 on one proxy), then cut the Hello of every reconnection attempt one after another:
+    every connection to that store failed for seconds. Only one of a kind may be pending."""
+    async with EmbeddedCluster(stores=2, controller=False) as cluster:
+        soak = _Soak(SoakConfig(stores=2, faults=0, seed=3), cluster)
+        for proxy in soak.proxies:
+            await proxy.start()
+        try:
+            for _ in range(40):  # no client: nothing takes them
+                for kind in ("reset_mid_frame", "reset_before_append", "reset_after_append"):
+                    await soak._inject(kind)
+            for proxy in soak.proxies:
+                for action, direction, commands in (
+                        ("reset_in_frame", UPSTREAM, None), ("reset_in_frame", DOWNSTREAM, None),
+                        ("reset_before_frame", UPSTREAM, ("AppendBlockEnd",)),
+                        ("reset_before_frame", DOWNSTREAM, ("DataAppended",))):
+                    assert proxy.pending(action, direction=direction, commands=commands) <= 1
+                # A client reconnecting loses at most the Hellos the two pending cuts take.
+                config = ConnectionConfig(connect_timeout=WAIT)
+                failures = 0
+                while True:
+                    try:
+                        conn = await open_connection(proxy.endpoint, config)
+                    except ConnectionFailedError:
+                        failures += 1
+                        assert failures <= 2, "reconnection attempts keep failing"
+                        continue
+                    conn.close()
+                    await conn.wait_closed()
+                    break
+        finally:
+            for proxy in soak.proxies:
+                await proxy.stop()
 
 
 def test_bad_fault_settings_are_refused():

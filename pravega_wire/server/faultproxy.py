@@ -615,6 +615,22 @@ class FaultProxy:
         """Frame triggers still armed."""
         return sum(1 for t in self._triggers if not t.exhausted)
 
+    def pending(self, action: str, *, direction: str = BOTH,
+                commands: Optional[Iterable[str]] = None) -> int:
+        """Armed triggers of ``action`` (``"reset_before_frame"``, ``"reset_in_frame"`` or
+        ``"drop"``) for exactly ``direction`` and ``commands`` (None: any frame) that have not
+        fired yet: what a caller checks before arming the same fault again, since armed
+        triggers queue up while no matching frame passes."""
+        if action not in ("reset_before_frame", "reset_in_frame", "drop"):
+            raise ValueError(f"unknown frame fault {action!r}")
+        _check_direction(direction)
+        if isinstance(commands, str):
+            commands = (commands,)
+        names = None if commands is None else frozenset(commands)
+        return sum(1 for t in self._triggers
+                   if not t.exhausted and t.action == action and t.direction == direction
+                   and t.commands == names)
+
     # ---- internals ----------------------------------------------------------------------------
 
     def _arm(self, action: str, direction: str, commands: Optional[Iterable[str]],
