@@ -802,12 +802,25 @@ def encode_parts(cmd):
     return out
 
 
+# The layout :func:`_encode` used last (borrowed: ``_ENCODE_LAYOUTS`` keeps every layout alive;
+# one pointer, so a thread switch cannot pair it with another class). Commands come in runs of
+# one type; this spares the dict lookup keyed by class.
+cdef PyObject* _last_layout = NULL
+
+
 cdef object _encode(object cmd, bint parts):
     """``encode(cmd)``, or ``encode_parts(cmd)`` when ``parts``; None when the pure twin must
     handle ``cmd`` (a command with lists or tables, an unusual or a bad value)."""
+    global _last_layout
     cdef object cls = type(cmd)
     cdef object out = None
-    cdef _Layout layout = _ENCODE_LAYOUTS.get(cls)
+    cdef _Layout layout
+    if _last_layout != NULL and (<_Layout>_last_layout).cls is cls:
+        layout = <_Layout>_last_layout
+    else:
+        layout = _ENCODE_LAYOUTS.get(cls)
+        if layout is not None:
+            _last_layout = <PyObject*>layout
     if layout is not None:
         if PyTuple_GET_SIZE(cmd) == layout.arity:
             out = _encode_layout(layout, cmd, parts)

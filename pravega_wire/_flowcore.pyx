@@ -48,11 +48,13 @@ cdef class FlowCore:
     cdef public object _on_reply
     cdef public object _error
     cdef public object _sessions
+    cdef object _write  # the encoder's write_command, bound once
 
     def __init__(self, flow_id, ConnectionCore conn not None, listener):
         self.flow_id = flow_id
         self._conn = conn
         self._encoder = conn._encoder
+        self._write = conn._encoder.write_command
         self._listener = listener
         self._on_reply = listener.reply_received
         self._error = None
@@ -65,7 +67,7 @@ cdef class FlowCore:
         if conn is None:
             raise self._dead()
         try:
-            self._encoder.write_command(cmd)
+            self._write(cmd)
         except _ConnectionFailedError as e:
             raise conn._encoder_failed(e) from e
         if not conn._flush_scheduled:
