@@ -128,6 +128,8 @@ def dispatch(ConnectionCore conn not None, replies):
     cdef int64_t request_id
     cdef Py_ssize_t index
     cdef object last_kind = None  # replies come in runs of one type: look each run up once
+    cdef int64_t key, last_key = -1  # no flow has id -1
+    cdef FlowCore last_flow = None
     cdef Py_ssize_t last_index = 0
     for reply in replies:
         kind = type(reply)
@@ -153,11 +155,18 @@ def dispatch(ConnectionCore conn not None, replies):
                 record_ack(rid, reply.event_number)
         if single is None:
             request_id = rid
-            found = PyDict_GetItem(flows, request_id >> 32)
-            if found is NULL:
-                conn._drop(reply)
-                continue
-            flow = <FlowCore?>found
+            key = request_id >> 32
+            # Replies come in runs for one flow (a writer's acks, a reader's data): the flow of
+            # the previous reply, while it is still open here, spares the lookup.
+            if last_flow is not None and key == last_key and last_flow._conn is conn:
+                flow = last_flow
+            else:
+                found = PyDict_GetItem(flows, key)
+                if found is NULL:
+                    conn._drop(reply)
+                    continue
+                flow = last_flow = <FlowCore?>found
+                last_key = key
         else:
             flow = <FlowCore?>single
         try:

@@ -145,6 +145,31 @@ def test_an_unknown_flow_or_a_negative_request_id_is_dropped_never_delivered(cor
     assert conn.calls == [("drop", r) for r in stray]
 
 
+@pytest.mark.parametrize("replace", [False, True], ids=["closed", "replaced"])
+def test_a_flow_closed_or_replaced_mid_batch_gets_nothing_more(core, replace):
+    """Replies for one flow come in runs; a flow that closes during its run hears no more of
+    it (the rest is dropped), and a new flow that takes the same id gets the rest."""
+    conn, log = Conn(core), []
+
+    def close(reply):
+        if reply.value == 1:
+            flow = conn._flows.pop(1)
+            flow._conn = None  # what closing a flow does
+            if replace:
+                conn.add(1, Listener(log, "new"))
+
+    conn.add(1, Listener(log, "old", on_reply=close))
+    replies = [attribute(1, i) for i in range(4)]
+    core.dispatch(conn, replies)
+    assert log[:2] == [("old", replies[0]), ("old", replies[1])]
+    if replace:
+        assert log[2:] == [("new", replies[2]), ("new", replies[3])]
+        assert conn.calls == []
+    else:
+        assert log[2:] == []
+        assert conn.calls == [("drop", replies[2]), ("drop", replies[3])]
+
+
 def test_data_appended_feeds_the_tracker_before_its_flow_hears_it(core):
     conn, log = Conn(core), []
     ack = C.DataAppended(pack_request_id(1, 4), WRITER, 10, 9, 1000)
