@@ -121,3 +121,47 @@ async def test_metadata_and_conditional_writes():
                 assert await _read_all(pool, endpoint, SEG, offset=13) == [b"second"]
                 assert await meta.delete(SEG) is True
                 assert await meta.delete(SEG) is False
+
+
+class _MovedLocator:
+    """Answers a dead store until told its answer is stale (``invalidate``), then the live one:
+    a segment whose store went away and is served elsewhere."""
+
+    def __init__(self, dead, live):
+        self.endpoint, self.live, self.invalidated = dead, live, 0
+
+    async def get_endpoint(self, segment):
+        return self.endpoint
+
+    def invalidate(self, segment):
+        self.invalidated += 1
+        self.endpoint = self.live
+
+
+def _dead_endpoint():
+    import socket
+    with socket.socket() as s:  # a port nothing listens on once this closes
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("pooling", [True, False], ids=["pooled", "dedicated"])
+async def test_writer_and_reader_ask_the_locator_again_after_a_connection_failure(pooling):
+    """Only WrongHost used to refresh a location: a writer or reader whose store is gone kept
+    knocking at it until its retries ran out."""
+    async with EmbeddedCluster(stores=1, controller=False) as cluster:
+        segment = "moved/stream/0.#epoch.0"
+        await cluster.create_segment(segment)
+        live = cluster.store_endpoints[0]
+        retry = RetryPolicy(initial_delay=0.001, multiplier=2.0, max_delay=0.01, attempts=4)
+        async with ConnectionPool(ClientConfig()) as pool:
+            locator = _MovedLocator(_dead_endpoint(), live)
+            config = EventWriterConfig(enable_connection_pooling=pooling, retry=retry)
+            async with SegmentWriter(pool, locator, segment, config=config) as writer:
+                await writer.write(b"moved")
+            assert locator.invalidated >= 1
+            locator = _MovedLocator(_dead_endpoint(), live)
+            async with SegmentReader(pool, locator, segment, retry=retry) as reader:
+                assert bytes(await reader.read_event(timeout=5)) == b"moved"
+            assert locator.invalidated >= 1

@@ -484,6 +484,7 @@ class SegmentReader:
                         return
                     self._failures += 1
                     self._last_failure = e
+                    self._locator.invalidate(self.segment)
                     log.debug("reader %s: connecting failed: %r", self.segment, e)
                     continue
                 break
@@ -525,6 +526,9 @@ class SegmentReader:
         if isinstance(cause, IncompatibleVersionError):
             self._fail(cause)
             return
+        # Ask where the segment lives afresh (Java asks the controller on every reconnect):
+        # the store may be gone and the segment served elsewhere.
+        self._locator.invalidate(self.segment)
         self._failures += 1
         self._last_failure = cause
         self._maybe_fetch()
@@ -557,8 +561,7 @@ class SegmentReader:
             self._fail(SegmentTruncatedError(
                 f"{self.segment}: offset {self._fetch_offset} is no longer readable; the "
                 "segment no longer exists"))
-        elif t is C.WrongHost:
-            self._locator.invalidate(self.segment)
+        elif t is C.WrongHost:  # _lost asks the locator afresh
             self._lost(WrongHostError(f"{self.segment} is not on this store"))
         elif t is C.AuthTokenCheckFailed:
             if reply.error_code == C.AuthTokenCheckFailed.TOKEN_EXPIRED:

@@ -458,6 +458,7 @@ class SegmentWriter:
                     log.debug("writer %s: connection attempt failed: %r", self.segment, e)
                     cause = e
                     self._drop_flow()
+                    self._locator.invalidate(self.segment)
             error = RetriesExhaustedError(
                 f"writer for {self.segment}: {self.config.retry.attempts} connection attempts "
                 f"failed; last: {cause!r}")
@@ -506,10 +507,12 @@ class SegmentWriter:
             watchdog.cancel()
 
     def _connection_failed(self, cause: BaseException) -> None:
-        """The current connection is unusable: reconnect, unless the writer has ended."""
+        """The current connection is unusable: reconnect, unless the writer has ended (asking
+        where the segment lives afresh, as Java asks the controller on every reconnect)."""
         state = self._state
         if state is _READY:
             log.debug("writer %s: reconnecting after %r", self.segment, cause)
+            self._locator.invalidate(self.segment)  # (while connecting, the failed attempt does)
             self._drop_flow()
             self._start_connecting()
         elif state is _CONNECTING:
@@ -527,8 +530,7 @@ class SegmentWriter:
             self._data_appended(reply)
         elif t is C.AppendSetup:
             self._on_append_setup(reply)
-        elif t is C.WrongHost:
-            self._locator.invalidate(self.segment)
+        elif t is C.WrongHost:  # _connection_failed asks the locator afresh
             self._connection_failed(WrongHostError(f"{self.segment} is not on this store"))
         elif t is C.SegmentIsSealed:
             self._fail(SegmentSealedError(f"segment {self.segment} is sealed"))
