@@ -12,8 +12,8 @@ from . import commands as C
 from ._flowcore_py import CLOSED, CONNECTING, OPEN, REPLY_TYPES
 from .errors import ConnectionClosedError, ConnectionFailedError
 
-__all__ = ["IMPLEMENTATION", "ConnectionCore", "FlowCore", "dispatch", "REPLY_TYPES", "CONNECTING", "OPEN",
-           "CLOSED"]
+__all__ = ["IMPLEMENTATION", "ConnectionCore", "FlowCore", "dispatch", "REPLY_TYPES",
+           "CONNECTING", "OPEN", "CLOSED"]
 
 IMPLEMENTATION = "compiled"
 

@@ -22,8 +22,8 @@ from typing import Any, Iterable
 from . import commands as C
 from .errors import ConnectionClosedError, ConnectionFailedError
 
-__all__ = ["IMPLEMENTATION", "ConnectionCore", "FlowCore", "dispatch", "REPLY_TYPES", "CONNECTING", "OPEN",
-           "CLOSED"]
+__all__ = ["IMPLEMENTATION", "ConnectionCore", "FlowCore", "dispatch", "REPLY_TYPES",
+           "CONNECTING", "OPEN", "CLOSED"]
 
 IMPLEMENTATION = "pure"
 
