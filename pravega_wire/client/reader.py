@@ -354,13 +354,17 @@ class SegmentReader:
         if self._token_per_read:
             self._ask_token(flow, length)
             return
+        if self._send_read(flow, self._fetch_offset, length, self._token):
+            self._overdue = self._loop.call_later(self._reply_timeout, self._read_overdue)
+
+    def _send_read(self, flow: Any, offset: int, length: int, token: str) -> bool:
+        """Send the ReadSegment; False (and the flow given up) if the connection is gone."""
         try:
-            flow.send(C.ReadSegment(self.segment, self._fetch_offset, length, self._token,
-                                    self.request_id))
+            flow.send(C.ReadSegment(self.segment, offset, length, token, self.request_id))
         except ConnectionFailedError as e:
             self._lost(e)
-            return
-        self._overdue = self._loop.call_later(self._reply_timeout, self._read_overdue)
+            return False
+        return True
 
     def _ask_token(self, flow: Any, length: int) -> None:
         """Ask the token provider for the token of the read at ``_outstanding`` (set: no other
@@ -375,13 +379,9 @@ class SegmentReader:
             token = self._cached_token(self.segment)
             if token is not None:
                 self._token = token
-                try:
-                    flow.send(C.ReadSegment(self.segment, offset, length, token,
-                                            self.request_id))
-                except ConnectionFailedError as e:
-                    self._lost(e)
-                    return
-                self._overdue = self._loop.call_later(self._reply_timeout, self._read_overdue)
+                if self._send_read(flow, offset, length, token):
+                    self._overdue = self._loop.call_later(self._reply_timeout,
+                                                          self._read_overdue)
                 return
         try:
             asking = self._tokens(self.segment, self._token_expired)
@@ -424,10 +424,7 @@ class SegmentReader:
             return  # cannot happen while the task is current; nothing to send it for
         self._token_expired = False
         self._token = token
-        try:
-            flow.send(C.ReadSegment(self.segment, offset, length, token, self.request_id))
-        except ConnectionFailedError as e:
-            self._lost(e)
+        self._send_read(flow, offset, length, token)  # (its reply timeout already runs)
 
     def _abandon_token(self) -> None:
         """Withdraw the question for a token (its answer will be ignored)."""
