@@ -118,3 +118,12 @@ def write_corpus(directory: os.PathLike, seeds: List[bytes]) -> int:
     for i, seed in enumerate(unique):
         (path / f"seed-{i:04d}").write_bytes(seed)
     return len(unique)
+
+
+def fuzz_main(check: Callable[[bytes], None]) -> None:
+    """Run ``check`` on every input libFuzzer makes (its options come from the command line): the
+    entry point of each harness."""
+    import atheris
+
+    atheris.Setup(sys.argv, check)
+    atheris.Fuzz()

@@ -23,12 +23,11 @@ must refuse the next command.
 from __future__ import annotations
 
 import struct
-import sys
 import uuid
 
 import atheris
 
-from common import Disagreement, load_twins, outcome, same
+from common import Disagreement, fuzz_main, load_twins, outcome, same
 
 pure, compiled = load_twins("_appends")
 from pravega_wire import _codec_py as codec  # noqa: E402
@@ -165,14 +164,5 @@ def check(data: bytes) -> None:
             return
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
-    check(data)
-
-
-def main() -> None:
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz_main(check)

@@ -16,11 +16,7 @@ Any other exception is a crash (atheris prints it and saves the input).
 
 from __future__ import annotations
 
-import sys
-
-import atheris
-
-from common import Disagreement, canon, load_twins, outcome, same
+from common import Disagreement, canon, fuzz_main, load_twins, outcome, same
 
 pure, compiled = load_twins("_codec")
 from pravega_wire.errors import InvalidMessageError  # noqa: E402
@@ -52,14 +48,5 @@ def check(data: bytes) -> None:
             raise Disagreement(f"the re-encoded frame of {data.hex()} is not stable: "
                                f"{frame.hex()} -> {again!r}")
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
-    check(data)
-
-
-def main() -> None:
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz_main(check)

@@ -20,11 +20,8 @@ Checked for every input:
 from __future__ import annotations
 
 import random
-import sys
 
-import atheris
-
-from common import Disagreement, canon, load_twins, same
+from common import Disagreement, canon, fuzz_main, load_twins, same
 
 pure, compiled = load_twins("_codec")
 from pravega_wire.errors import InvalidMessageError  # noqa: E402
@@ -100,14 +97,5 @@ def check(data: bytes) -> None:
                            f"{one_shot.buffered} != {decoders[0].buffered}")
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
-    check(data)
-
-
-def main() -> None:
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz_main(check)
