@@ -465,3 +465,19 @@ async def test_a_bad_continuation_token_closes_the_connection():
                   C.ReadTableKeys(2, "t", "", 5, ARGS._replace(continuation_token=b"junk")))
         assert await wire.closed_by_server()
         assert wire.pending == [C.SegmentCreated(1, "t")]
+
+
+@pytest.mark.asyncio
+async def test_a_sealed_table_takes_no_more_writes():
+    async with serving() as store:
+        store.create_segment("t", TABLE)
+        store.seal_segment("t")
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.UpdateTableEntries(1, "t", "", entries((b"k", b"v", NO))),
+                  C.RemoveTableKeys(2, "t", "", [C.TableKey(b"k")]),
+                  C.ReadTable(3, "t", "", [C.TableKey(b"k")]))
+        assert await wire.recv_n(3) == [
+            C.SegmentIsSealed(1, "t", "", -1), C.SegmentIsSealed(2, "t", "", -1),
+            C.TableRead(3, "t", entries((b"k", b"", ABSENT)))]
+        assert store.storage.get("t").length == 0
+        await wire.close()

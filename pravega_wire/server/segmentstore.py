@@ -819,6 +819,9 @@ class _Connection(asyncio.Protocol):
         except TableError as exc:
             self._table_failure(exc, rid, name, "updateTableEntries", cmd.table_segment_offset)
             return
+        except SegmentSealedError:
+            self.send(C.SegmentIsSealed(rid, name, "", cmd.table_segment_offset))
+            return
         self.send(C.TableEntriesUpdated(rid, versions))
 
     def _on_remove_keys(self, cmd: C.RemoveTableKeys) -> None:
@@ -833,6 +836,9 @@ class _Connection(asyncio.Protocol):
                                       cmd.table_segment_offset)
         except TableError as exc:
             self._table_failure(exc, rid, name, "removeTableKeys", cmd.table_segment_offset)
+            return
+        except SegmentSealedError:
+            self.send(C.SegmentIsSealed(rid, name, "", cmd.table_segment_offset))
             return
         self.send(C.TableKeysRemoved(rid, name))
 

@@ -613,6 +613,7 @@ class Storage:
         """Conditional batch update of a table segment (see :meth:`Table.update`): its records
         are appended to the segment. Returns the new versions."""
         table = self._table_of(segment)
+        self._check_open(segment)
         versions, data = table.update(entries, segment.length, table_offset, segment.name)
         self._write_data(segment, memoryview(data))
         self._compact(segment, table)
@@ -622,6 +623,7 @@ class Storage:
                      table_offset: int = NO_OFFSET) -> None:
         """Conditional batch removal from a table segment (see :meth:`Table.remove`)."""
         table = self._table_of(segment)
+        self._check_open(segment)
         at = segment.length
         data = table.remove(keys, at, table_offset, segment.name)
         if data:
@@ -645,6 +647,11 @@ class Storage:
             self._write_data(segment, memoryview(copies))
         if start > segment.start_offset:
             self._truncate(segment, start)
+
+    @staticmethod
+    def _check_open(segment: Segment) -> None:
+        if segment.sealed:
+            raise SegmentSealedError(f"segment {segment.name!r} is sealed")
 
     @staticmethod
     def _table_of(segment: Segment) -> Table:

@@ -69,6 +69,8 @@ NO_OFFSET = -1
 _HEADER = struct.Struct(">biiq")
 HEADER_LENGTH = _HEADER.size
 _SERIALIZATION_VERSION = 0
+#: Records are parsed from blocks of this many bytes.
+_READ_AHEAD = 64 * 1024
 _REMOVAL = -1
 #: ``TableStore.MAXIMUM_KEY_LENGTH`` / ``MAXIMUM_VALUE_LENGTH``.
 MAX_KEY_LENGTH = 8192
@@ -172,11 +174,20 @@ def parse_records(read: Callable[[int, int], bytes], start: int, end: int) -> It
     :class:`TableFormatError` when ``start`` is not a record boundary (a header that cannot
     be one, or a record running past ``end``)."""
     offset = start
+    block, block_start = b"", start  # bytes read ahead: [block_start, block_start + len(block))
+
+    def take(at: int, n: int) -> bytes:
+        nonlocal block, block_start
+        if at + n > block_start + len(block):
+            block_start = at
+            block = read(at, min(end - at, max(n, _READ_AHEAD)))
+        return block[at - block_start:at - block_start + n]
+
     while offset < end:
         if end - offset < HEADER_LENGTH:
             raise TableFormatError(f"no table entry header at offset {offset}")
         serialization, key_length, value_length, explicit = _HEADER.unpack(
-            read(offset, HEADER_LENGTH))
+            take(offset, HEADER_LENGTH))
         if serialization != _SERIALIZATION_VERSION or not 0 < key_length <= MAX_KEY_LENGTH \
                 or not (value_length == _REMOVAL or 0 <= value_length <= MAX_VALUE_LENGTH) \
                 or not (explicit == NO_VERSION or 0 <= explicit < offset):
@@ -184,7 +195,7 @@ def parse_records(read: Callable[[int, int], bytes], start: int, end: int) -> It
         body = HEADER_LENGTH + key_length + max(0, value_length)
         if offset + body > end:
             raise TableFormatError(f"the table entry at offset {offset} runs past {end}")
-        data = read(offset + HEADER_LENGTH, body - HEADER_LENGTH)
+        data = take(offset + HEADER_LENGTH, body - HEADER_LENGTH)
         key = data[:key_length]
         value = None if value_length == _REMOVAL else data[key_length:]
         yield Record(offset, key, value, offset if explicit == NO_VERSION else explicit)
