@@ -7,7 +7,6 @@ Waits are bounded (``WAIT``); nothing here measures time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import time
 import uuid
@@ -20,24 +19,13 @@ from pravega_wire.codec import encode
 from pravega_wire.server.placement import store_index_of
 from pravega_wire.server.segmentstore import MAX_READ_SIZE, SegmentStore
 from pravega_wire.server.storage import NULL_ATTRIBUTE_VALUE, TABLE
-from test_server_support import SEGMENT, WAIT, Wire, append_end, events, make_token
+from test_server_support import (SEGMENT, WAIT, Wire, append_end, events, make_token,
+                                 serving)
 
 pytestmark = pytest.mark.asyncio
 
 MIN = NULL_ATTRIBUTE_VALUE
 W1, W2 = uuid.UUID(int=0x11), uuid.UUID(int=0x22)
-
-
-@contextlib.asynccontextmanager
-async def serving(*segments: str, **options):
-    store = SegmentStore(**options)
-    for name in segments:
-        store.create_segment(name)
-    await store.start()
-    try:
-        yield store
-    finally:
-        await store.stop()
 
 
 async def setup_writer(wire: Wire, writer: uuid.UUID = W1, segment: str = SEGMENT,

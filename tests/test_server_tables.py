@@ -9,19 +9,17 @@ Waits are bounded (``WAIT``); nothing here measures time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 
 import pytest
 
 from pravega_wire import commands as C
-from pravega_wire.server.segmentstore import SegmentStore
 from pravega_wire.server.storage import TABLE, Storage
 from pravega_wire.server.tables import (
     HEADER_LENGTH, NO_VERSION, NOT_EXISTS, BadKeyVersionError, BadTableOffsetError,
     KeyNotFoundError, Table, TableArgumentError, TableFormatError, TableUnsupportedError,
     key_hash, parse_records, serialize_removal, serialize_update)
-from test_server_support import SEGMENT, Wire
+from test_server_support import SEGMENT, Wire, serving
 
 NO, ABSENT = C.TableKey.NO_VERSION, C.TableKey.NOT_EXISTS
 ARGS = C.TableIteratorArgs()
@@ -278,7 +276,7 @@ def test_tables_survive_a_restart_with_the_same_bytes_and_versions(tmp_path):
     hashed = storage.create("hashed", TABLE)
     fixed = storage.create("fixed", TABLE, key_length=2)
     busy = compacting(storage, "busy")
-    storage.table_update(hashed, [(k, k, NO_VERSION) for k in KEYS])
+    storage.table_update(hashed, [(k, k, NO_VERSION) for k in KEYS] + [(b"", b"", NO_VERSION)])
     storage.table_remove(hashed, [(KEYS[1], NO_VERSION)])
     storage.table_update(fixed, [(b"aa", b"1", NO_VERSION), (b"bb", b"2", NO_VERSION)])
     storage.table_remove(fixed, [(b"aa", NO_VERSION)])
@@ -319,18 +317,6 @@ def test_tables_survive_a_restart_with_the_same_bytes_and_versions(tmp_path):
 
 
 # ---- on the wire --------------------------------------------------------------------------------
-
-@contextlib.asynccontextmanager
-async def serving(*segments: str):
-    store = SegmentStore()
-    for name in segments:
-        store.create_segment(name)
-    await store.start()
-    try:
-        yield store
-    finally:
-        await store.stop()
-
 
 def entries(*items):
     return C.TableEntries([(C.TableKey(k, v), C.TableValue(d)) for k, d, v in items])

@@ -188,7 +188,8 @@ def parse_records(read: Callable[[int, int], bytes], start: int, end: int) -> It
             raise TableFormatError(f"no table entry header at offset {offset}")
         serialization, key_length, value_length, explicit = _HEADER.unpack(
             take(offset, HEADER_LENGTH))
-        if serialization != _SERIALIZATION_VERSION or not 0 < key_length <= MAX_KEY_LENGTH \
+        # (Java's reader refuses empty keys, which its writer accepts: here they are read.)
+        if serialization != _SERIALIZATION_VERSION or not 0 <= key_length <= MAX_KEY_LENGTH \
                 or not (value_length == _REMOVAL or 0 <= value_length <= MAX_VALUE_LENGTH) \
                 or not (explicit == NO_VERSION or 0 <= explicit < offset):
             raise TableFormatError(f"no table entry header at offset {offset}")
