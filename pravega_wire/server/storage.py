@@ -19,8 +19,8 @@ A commit syncs the data files first and only then writes and syncs the journal r
 record that reached the disk describes data that is on disk. Recovery (on open) replays the
 journal up to its first torn or corrupt record (and cuts the file there), cuts each data file to
 the length its segment was recorded with, rebuilds each table's index from its bytes, removes
-files of deleted segments, and rewrites the journal as a compact snapshot. A restarted store therefore has everything that was committed,
-which includes everything that was acknowledged.
+files of deleted segments, and rewrites the journal as a compact snapshot. A restarted store
+therefore has everything that was committed, which includes everything that was acknowledged.
 
 Segment data lives in pages (``bytearray`` chunks that are filled once and never resized), so a
 read returns a ``memoryview`` of stored bytes without copying them.
