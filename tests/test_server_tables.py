@@ -467,3 +467,18 @@ async def test_a_sealed_table_takes_no_more_writes():
             C.TableRead(3, "t", entries((b"k", b"", ABSENT)))]
         assert store.storage.get("t").length == 0
         await wire.close()
+
+
+@pytest.mark.asyncio
+async def test_a_read_at_a_tables_tail_is_answered_by_the_next_update():
+    async with serving(read_wait=30.0) as store:
+        store.create_segment("t", TABLE)
+        reader, writer = await Wire.open(store.endpoint), await Wire.open(store.endpoint)
+        reader.send(C.ReadSegment("t", 0, 1000, "", 1))
+        assert await reader.quiet() == []  # held at the tail of the empty table
+        writer.send(C.UpdateTableEntries(2, "t", "", entries((b"k", b"v", NO))))
+        assert await writer.recv() == C.TableEntriesUpdated(2, [0])
+        assert await reader.recv() == C.SegmentRead("t", 0, True, False,
+                                                    serialize_update(b"k", b"v"), 1)
+        await reader.close()
+        await writer.close()
