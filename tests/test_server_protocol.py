@@ -7,7 +7,6 @@ Waits are bounded (``WAIT``); nothing here measures time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import time
 import uuid
@@ -20,24 +19,13 @@ from pravega_wire.codec import encode
 from pravega_wire.server.placement import store_index_of
 from pravega_wire.server.segmentstore import MAX_READ_SIZE, SegmentStore
 from pravega_wire.server.storage import NULL_ATTRIBUTE_VALUE, TABLE
-from test_server_support import SEGMENT, WAIT, Wire, append_end, events, make_token
+from test_server_support import (SEGMENT, WAIT, Wire, append_end, events, make_token,
+                                 serving)
 
 pytestmark = pytest.mark.asyncio
 
 MIN = NULL_ATTRIBUTE_VALUE
 W1, W2 = uuid.UUID(int=0x11), uuid.UUID(int=0x22)
-
-
-@contextlib.asynccontextmanager
-async def serving(*segments: str, **options):
-    store = SegmentStore(**options)
-    for name in segments:
-        store.create_segment(name)
-    await store.start()
-    try:
-        yield store
-    finally:
-        await store.stop()
 
 
 async def setup_writer(wire: Wire, writer: uuid.UUID = W1, segment: str = SEGMENT,
@@ -417,75 +405,15 @@ async def test_merges_check_attributes_and_batches_merge_in_order():
         await wire.close()
 
 
-# ---- table segments -----------------------------------------------------------------------------
-
-def entries(*items):
-    return C.TableEntries([(C.TableKey(k, v), C.TableValue(d)) for k, d, v in items])
-
-
-async def test_table_segments():
-    table = "sc/rg_kvtable/0.#epoch.0"
-    NO, ABSENT = C.TableKey.NO_VERSION, C.TableKey.NOT_EXISTS
-    async with serving() as store:
-        wire = await Wire.open(store.endpoint)
-        wire.send(C.CreateTableSegment(1, table), C.CreateTableSegment(2, table),
-                  C.UpdateTableEntries(3, table, "", entries((b"a", b"1", ABSENT),
-                                                             (b"b", b"2", NO))))
-        created, again, updated = await wire.recv_n(3)
-        assert (created, again) == (C.SegmentCreated(1, table),
-                                    C.SegmentAlreadyExists(2, table, ""))
-        va, vb = updated.updated_versions
-        assert updated.request_id == 3 and vb > va >= 0
-        wire.send(C.UpdateTableEntries(4, table, "", entries((b"c", b"3", NO), (b"a", b"x", vb))),
-                  C.UpdateTableEntries(5, table, "", entries((b"zz", b"3", 0))),
-                  C.UpdateTableEntries(6, table, "", entries((b"a", b"x", ABSENT))),
-                  C.UpdateTableEntries(7, table, "", entries((b"c", b"3", NO)), 5),
-                  C.ReadTable(8, table, "", [C.TableKey(b"a"), C.TableKey(b"c")]))
-        assert await wire.recv_n(5) == [
-            C.TableKeyBadVersion(4, table, ""), C.TableKeyDoesNotExist(5, table, ""),
-            C.TableKeyBadVersion(6, table, ""),
-            C.SegmentIsTruncated(7, table, store.storage.get(table).table.length, "", 5),
-            C.TableRead(8, table, entries((b"a", b"1", va), (b"c", b"", ABSENT)))]
-        wire.send(C.ReadTableEntriesDelta(9, table, "", 0, 1))
-        first = await wire.recv()
-        assert first.entries == entries((b"a", b"1", va)) and not first.reached_end
-        wire.send(C.ReadTableEntriesDelta(10, table, "", first.last_position, 10))
-        second = await wire.recv()
-        assert second.entries == entries((b"b", b"2", vb)) and second.reached_end
-        wire.send(C.ReadTableEntriesDelta(11, table, "", second.last_position, 10))
-        assert (await wire.recv()).entries == C.TableEntries([])
-        args = C.TableIteratorArgs()
-        wire.send(C.ReadTableKeys(12, table, "", 1, args))
-        keys = await wire.recv()
-        assert keys.keys == [C.TableKey(b"a", va)] and keys.continuation_token == b"a"
-        wire.send(C.ReadTableEntries(13, table, "", 5, args._replace(continuation_token=b"a")),
-                  C.GetTableSegmentInfo(14, table, ""),
-                  C.RemoveTableKeys(15, table, "", [C.TableKey(b"a", vb)]),
-                  C.RemoveTableKeys(16, table, "", [C.TableKey(b"a", va)]),
-                  C.DeleteTableSegment(17, table, True, ""))
-        rest = await wire.recv_n(5)
-        assert rest[0] == C.TableEntriesRead(13, table, entries((b"b", b"2", vb)), b"b")
-        assert (rest[1].entry_count, rest[1].length) == (2, store.storage.get(table)
-                                                         .table.length - 17)
-        assert rest[2:] == [C.TableKeyBadVersion(15, table, ""), C.TableKeysRemoved(16, table),
-                            C.TableSegmentNotEmpty(17, table, "")]
-        wire.send(C.DeleteTableSegment(18, table, False, ""),
-                  C.ReadTable(19, table, "", [C.TableKey(b"a")]),
-                  C.UpdateTableEntries(20, SEGMENT, "", entries((b"a", b"1", NO))))
-        assert await wire.recv_n(3) == [C.SegmentDeleted(18, table),
-                                        C.NoSuchSegment(19, table, "", -1),
-                                        C.NoSuchSegment(20, SEGMENT, "", -1)]
-        await wire.close()
-
+# ---- table segments (their commands: test_server_tables.py) ----------------------------------
 
 async def test_byte_commands_on_table_segments_are_unsupported():
     async with serving() as store:
         store.create_segment("tbl", TABLE)
         wire = await Wire.open(store.endpoint)
-        wire.send(C.ReadSegment("tbl", 0, 10, "", 1), C.SetupAppend(2, W1, "tbl", ""),
+        wire.send(C.SetupAppend(2, W1, "tbl", ""),
                   C.FlushToStorage(0, "", 3), C.ListStorageChunks("tbl", "", 4))
-        assert await wire.recv_n(4) == [
-            C.OperationUnsupported(1, "readSegment", ""),
+        assert await wire.recv_n(3) == [
             C.OperationUnsupported(2, "setupAppend", ""),
             C.OperationUnsupported(3, "flushToStorage", ""),
             C.OperationUnsupported(4, "listStorageChunks", "")]

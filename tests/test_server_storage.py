@@ -1,6 +1,6 @@
-"""Storage and table segments of the embedded segment store, without any I/O but files:
-segment data and reads, attributes, seal / truncate / delete / merge, table semantics, and
-durability (commit, recovery, torn tails)."""
+"""Storage of the embedded segment store, without any I/O but files: segment data and reads,
+attributes, seal / truncate / delete / merge, and durability (commit, recovery, torn tails).
+Table semantics: test_server_tables.py."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from pravega_wire.server.storage import (
     NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, BadOffsetError, CorruptStorageError,
     SegmentExistsError, SegmentNotFoundError, SegmentSealedError, Storage,
     WrongSegmentTypeError, transient_segment_name)
-from pravega_wire.server.tables import (
-    ENTRY_OVERHEAD, NO_VERSION, NOT_EXISTS, BadKeyVersionError, BadTableOffsetError,
-    KeyNotFoundError, Table)
+from pravega_wire.server.tables import NO_VERSION
 
 W1, W2 = uuid.UUID(int=1), uuid.UUID(int=2)
 
@@ -154,97 +152,6 @@ def test_transient_names_follow_the_parent():
     assert transient_segment_name("p", writer) != transient_segment_name("p", writer)
 
 
-# ---- tables -------------------------------------------------------------------------------------
-
-def test_versions_are_positions_that_grow_with_each_write():
-    table = Table()
-    first = table.update([(b"a", b"1", NO_VERSION), (b"bb", b"22", NO_VERSION)])
-    assert first == [0, ENTRY_OVERHEAD + 2]
-    again = table.update([(b"a", b"333", first[0])])
-    assert again == [first[1] + ENTRY_OVERHEAD + 4]
-    assert table.length == again[0] + ENTRY_OVERHEAD + 4
-    assert [e.version for e in table.get([b"a", b"bb", b"zz"]) if e] == [again[0], first[1]]
-    assert table.get([b"zz"]) == [None]
-
-
-def test_a_conditional_batch_applies_all_or_nothing():
-    table = Table()
-    (version,) = table.update([(b"k", b"v", NOT_EXISTS)])
-    before = table.length
-    with pytest.raises(BadKeyVersionError):
-        table.update([(b"new", b"x", NO_VERSION), (b"k", b"w", version + 1)])
-    with pytest.raises(BadKeyVersionError):
-        table.update([(b"k", b"w", NOT_EXISTS)])
-    with pytest.raises(KeyNotFoundError):
-        table.update([(b"new", b"x", NO_VERSION), (b"missing", b"x", 0)])
-    with pytest.raises(BadTableOffsetError):
-        table.update([(b"new", b"x", NO_VERSION)], table_offset=before + 1)
-    assert table.length == before and table.get([b"new"]) == [None]
-    assert table.update([(b"new", b"x", NO_VERSION)], table_offset=before) == [before]
-
-
-def test_removes_are_conditional_and_unconditional_removes_of_missing_keys_pass():
-    table = Table()
-    (version,) = table.update([(b"k", b"v", NO_VERSION)])
-    table.remove([(b"absent", NO_VERSION)])
-    with pytest.raises(BadKeyVersionError):
-        table.remove([(b"k", version + 1)])
-    with pytest.raises(KeyNotFoundError):
-        table.remove([(b"absent", 3)])
-    table.remove([(b"k", version)])
-    assert table.get([b"k"]) == [None] and table.entry_count == 0
-
-
-def test_delta_reads_advance_skip_superseded_entries_and_end_empty():
-    table = Table()
-    for i in range(5):
-        table.update([(b"k%d" % i, b"v%d" % i, NO_VERSION)])
-    table.update([(b"k1", b"new", NO_VERSION)])
-    table.remove([(b"k3", NO_VERSION)])
-    seen, position, rounds = [], 0, 0
-    while True:
-        rounds += 1
-        entries, reached_end, last = table.delta(position, 2)
-        if not entries:
-            assert reached_end
-            break
-        assert last > position  # the position always advances
-        seen += [(e.key, e.value) for e in entries]
-        position = last
-    assert seen == [(b"k0", b"v0"), (b"k2", b"v2"), (b"k4", b"v4"), (b"k1", b"new")]
-    assert rounds == 3
-    # Versions handed out by updates are the ones delta reads report.
-    assert {e.key: e.version for e in table.delta(0, 100)[0]} == {
-        k: table.get([k])[0].version for k in (b"k0", b"k1", b"k2", b"k4")}
-
-
-def test_reads_stop_at_the_byte_budget_but_return_at_least_one_entry():
-    table = Table()
-    table.update([(b"a", b"x" * 100, NO_VERSION), (b"b", b"y" * 100, NO_VERSION)])
-    assert len(table.delta(0, 10, max_bytes=50)[0]) == 1
-    assert len(table.iterate(None, None, None, 10, max_bytes=50)) == 1
-    assert len(table.iterate(None, None, None, 10, max_bytes=500)) == 2
-
-
-def test_iteration_is_in_key_order_from_a_token_within_bounds():
-    table = Table()
-    table.update([(bytes([c]), b"v", NO_VERSION) for c in b"dbeac"])
-    assert [e.key for e in table.iterate(None, None, None, 10)] == [b"a", b"b", b"c", b"d", b"e"]
-    assert [e.key for e in table.iterate(b"b", None, None, 2)] == [b"c", b"d"]
-    assert [e.key for e in table.iterate(None, b"b", b"d", 10)] == [b"b", b"c", b"d"]
-    assert table.iterate(b"e", None, None, 10) == []
-
-
-def test_a_table_snapshot_restores_equal_state():
-    table = Table()
-    table.update([(b"a", b"1", NO_VERSION), (b"b", b"\x00\xff", NO_VERSION)])
-    table.remove([(b"a", NO_VERSION)])
-    copy = Table.restore(json.loads(json.dumps(table.snapshot())))
-    assert copy.length == table.length
-    assert copy.get([b"a", b"b"]) == table.get([b"a", b"b"])
-    assert copy.update([(b"c", b"", NO_VERSION)]) == table.update([(b"c", b"", NO_VERSION)])
-
-
 # ---- durability ---------------------------------------------------------------------------------
 
 def test_committed_changes_survive_and_uncommitted_ones_do_not(tmp_path):
@@ -276,7 +183,8 @@ def test_committed_changes_survive_and_uncommitted_ones_do_not(tmp_path):
     assert table.table.get([b"lost"]) == [None]
     assert again.get("sealed").sealed and again.get("gone") is None
     assert sorted(os.listdir(tmp_path / "segments")) == sorted(
-        f"{again.get(n).file_id}.dat" for n in ("sc/st/0.#epoch.0", "sealed"))
+        f"{again.get(n).file_id}.dat" for n in ("sc/st/0.#epoch.0", "sc/rg_kvtable/0.#epoch.0",
+                                                "sealed"))
     assert again.append(stream, b"!", [(W1, 3)]) == 12
     again.commit()
     again.close()
@@ -294,7 +202,7 @@ def test_merges_truncations_and_table_removes_are_recovered(tmp_path):
     table = storage.create("tbl", TABLE)
     storage.table_update(table, [(b"a", b"1", NO_VERSION), (b"b", b"2", NO_VERSION)])
     storage.table_remove(table, [(b"a", NO_VERSION)])
-    length = table.table.length
+    length = table.length
     storage.commit()
     storage.close()
 
@@ -303,9 +211,9 @@ def test_merges_truncations_and_table_removes_are_recovered(tmp_path):
     assert (target.start_offset, target.length) == (4, 13)
     assert content(target) == b"456789abc"
     assert again.get("t#transient.a.b") is None
-    table = again.get("tbl").table
-    assert (table.get([b"a"]), table.length) == ([None], length)
-    assert len(os.listdir(tmp_path / "segments")) == 1
+    table = again.get("tbl")
+    assert (table.table.get([b"a"]), table.length) == ([None], length)
+    assert len(os.listdir(tmp_path / "segments")) == 2  # the stream's and the table's
 
 
 def test_a_torn_journal_tail_is_cut_off(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -19,6 +20,7 @@ import pytest
 from pravega_wire import commands as C
 from pravega_wire.codec import FrameDecoder, encode, encode_event
 from pravega_wire.server.controller import verify_token
+from pravega_wire.server.segmentstore import SegmentStore
 
 #: Every wait in these tests is bounded by this (seconds); nothing is timed.
 WAIT = 10.0
@@ -88,6 +90,19 @@ class Wire:
             await asyncio.wait_for(self.writer.wait_closed(), WAIT)
         except (ConnectionError, asyncio.TimeoutError):
             pass
+
+
+@contextlib.asynccontextmanager
+async def serving(*segments: str, **options):
+    """A started :class:`SegmentStore` (``options`` for its constructor) holding ``segments``."""
+    store = SegmentStore(**options)
+    for name in segments:
+        store.create_segment(name)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.stop()
 
 
 def events(*payloads: bytes) -> bytes:

@@ -57,7 +57,9 @@ from .placement import DEFAULT_CONTAINER_COUNT, store_index_of
 from .storage import (NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, BadOffsetError, Segment,
                       SegmentExistsError, SegmentSealedError, Storage, StorageError,
                       WrongSegmentTypeError, transient_segment_name)
-from .tables import BadKeyVersionError, BadTableOffsetError, KeyNotFoundError
+from .tables import (BadKeyVersionError, BadTableOffsetError, Entry, KeyNotFoundError,
+                     TableArgumentError, TableError, TableFormatError, TableNotEmptyError,
+                     TableUnsupportedError)
 
 __all__ = ["SegmentStore", "MAX_READ_SIZE", "DEFAULT_READ_WAIT"]
 
@@ -69,6 +71,10 @@ MAX_READ_SIZE = 2 * 1024 * 1024
 DEFAULT_READ_WAIT = 0.5
 #: Table reads stop adding entries once the reply holds this many bytes (as Java does).
 _MAX_TABLE_READ_BYTES = MAX_READ_SIZE
+#: Bytes of a table read reply besides the segment name and the entries (type, request id...).
+_TABLE_REPLY_HEADER = 16
+#: ``ErrorMessage.ErrorCode.ILLEGAL_ARGUMENT_EXCEPTION``.
+_ILLEGAL_ARGUMENT = 0
 #: Bound on each wait while stopping (seconds).
 _STOP_WAIT = 5.0
 #: Writes at least this big go to the transport on their own instead of being joined.
@@ -518,10 +524,6 @@ class _Connection(asyncio.Protocol):
             self._finish_read(pending)
             self.send(C.NoSuchSegment(rid, name, "", offset))
             return
-        if segment.is_table:
-            self._finish_read(pending)
-            self._unsupported(rid, "readSegment")
-            return
         if offset < segment.start_offset:
             self._finish_read(pending)
             self.send(C.SegmentIsTruncated(rid, name, segment.start_offset, "", offset))
@@ -732,32 +734,45 @@ class _Connection(asyncio.Protocol):
 
     # ---- table segments -----------------------------------------------------------------------
 
-    def _table(self, name: str, rid: int, operation: str) -> Segment | None:
+    def _table(self, name: str, rid: int, command: str) -> Segment | None:
+        """The table segment, or None after answering NoSuchSegment. A table command on a
+        segment that is not a table closes the connection without a reply, as Java's store
+        does (every reply still pending on the connection is lost)."""
         segment = self._segment(name, rid)
         if segment is not None and not segment.is_table:
-            self._unsupported(rid, operation)
-            return None
+            raise _ProtocolError(f"{command} on {name!r}, which is not a table segment")
         return segment
 
-    def _table_failure(self, exc: Exception, rid: int, name: str, offset: int) -> None:
+    def _table_failure(self, exc: TableError, rid: int, name: str, operation: str,
+                       offset: int = -1) -> None:
+        """The reply Java's store sends for a refused table operation."""
         if isinstance(exc, KeyNotFoundError):
             self.send(C.TableKeyDoesNotExist(rid, name, ""))
         elif isinstance(exc, BadKeyVersionError):
             self.send(C.TableKeyBadVersion(rid, name, ""))
+        elif isinstance(exc, BadTableOffsetError):
+            self.send(C.SegmentIsTruncated(rid, name, exc.length, "", offset))
+        elif isinstance(exc, TableNotEmptyError):
+            self.send(C.TableSegmentNotEmpty(rid, name, ""))
+        elif isinstance(exc, TableArgumentError):
+            self.send(C.ErrorMessage(rid, name, str(exc), _ILLEGAL_ARGUMENT))
+        elif isinstance(exc, TableUnsupportedError):
+            self._unsupported(rid, operation)
         else:
-            assert isinstance(exc, BadTableOffsetError)
-            segment = self.storage.get(name)
-            length = segment.write_offset if segment is not None else -1
-            self.send(C.SegmentIsTruncated(rid, name, length, "", offset))
+            assert isinstance(exc, TableFormatError)
+            raise _ProtocolError(f"{operation} on {name!r}: {exc}")
 
     def _on_create_table(self, cmd: C.CreateTableSegment) -> None:
         rid, name = cmd.request_id, cmd.segment
         if not self._admit("CreateTableSegment", name, cmd.delegation_token, rid):
             return
         try:
-            self.storage.create(name, TABLE)
+            self.storage.create(name, TABLE, key_length=cmd.key_length)
         except SegmentExistsError:
             self.send(C.SegmentAlreadyExists(rid, name, ""))
+            return
+        except TableError as exc:
+            self._table_failure(exc, rid, name, "createTableSegment")
             return
         self.send(C.SegmentCreated(rid, name))
 
@@ -765,13 +780,17 @@ class _Connection(asyncio.Protocol):
         rid, name = cmd.request_id, cmd.segment
         if not self._admit("DeleteTableSegment", name, cmd.delegation_token, rid):
             return
-        segment = self._table(name, rid, "deleteTableSegment")
+        segment = self._table(name, rid, "DeleteTableSegment")
         if segment is None:
             return
         assert segment.table is not None
-        if cmd.must_be_empty and segment.table.entry_count:
-            self.send(C.TableSegmentNotEmpty(rid, name, ""))
-            return
+        if cmd.must_be_empty:
+            if segment.table.fixed:
+                self._unsupported(rid, "deleteTableSegment")
+                return
+            if segment.table.entry_count:
+                self.send(C.TableSegmentNotEmpty(rid, name, ""))
+                return
         self.storage.delete(segment)
         self.send(C.SegmentDeleted(rid, name))
 
@@ -779,25 +798,29 @@ class _Connection(asyncio.Protocol):
         rid, name = cmd.request_id, cmd.segment_name
         if not self._admit("GetTableSegmentInfo", name, cmd.delegation_token, rid):
             return
-        segment = self._table(name, rid, "getTableSegmentInfo")
+        segment = self._table(name, rid, "GetTableSegmentInfo")
         if segment is not None:
-            assert segment.table is not None
-            self.send(C.TableSegmentInfo(rid, name, 0, segment.table.length,
-                                         segment.table.entry_count, 0))
+            table = segment.table
+            assert table is not None
+            self.send(C.TableSegmentInfo(rid, name, segment.start_offset, segment.length,
+                                         table.entry_count, table.key_length))
 
     def _on_update_table(self, cmd: C.UpdateTableEntries) -> None:
         rid, name = cmd.request_id, cmd.segment
         if not self._admit("UpdateTableEntries", name, cmd.delegation_token, rid):
             return
-        segment = self._table(name, rid, "updateTableEntries")
+        segment = self._table(name, rid, "UpdateTableEntries")
         if segment is None:
             return
         entries = [(key.data, value.data, key.key_version)
                    for key, value in cmd.table_entries.entries]
         try:
             versions = self.storage.table_update(segment, entries, cmd.table_segment_offset)
-        except (KeyNotFoundError, BadKeyVersionError, BadTableOffsetError) as exc:
-            self._table_failure(exc, rid, name, cmd.table_segment_offset)
+        except TableError as exc:
+            self._table_failure(exc, rid, name, "updateTableEntries", cmd.table_segment_offset)
+            return
+        except SegmentSealedError:
+            self.send(C.SegmentIsSealed(rid, name, "", cmd.table_segment_offset))
             return
         self.send(C.TableEntriesUpdated(rid, versions))
 
@@ -805,14 +828,17 @@ class _Connection(asyncio.Protocol):
         rid, name = cmd.request_id, cmd.segment
         if not self._admit("RemoveTableKeys", name, cmd.delegation_token, rid):
             return
-        segment = self._table(name, rid, "removeTableKeys")
+        segment = self._table(name, rid, "RemoveTableKeys")
         if segment is None:
             return
         try:
             self.storage.table_remove(segment, [(k.data, k.key_version) for k in cmd.keys],
                                       cmd.table_segment_offset)
-        except (KeyNotFoundError, BadKeyVersionError, BadTableOffsetError) as exc:
-            self._table_failure(exc, rid, name, cmd.table_segment_offset)
+        except TableError as exc:
+            self._table_failure(exc, rid, name, "removeTableKeys", cmd.table_segment_offset)
+            return
+        except SegmentSealedError:
+            self.send(C.SegmentIsSealed(rid, name, "", cmd.table_segment_offset))
             return
         self.send(C.TableKeysRemoved(rid, name))
 
@@ -820,62 +846,92 @@ class _Connection(asyncio.Protocol):
         rid, name = cmd.request_id, cmd.segment
         if not self._admit("ReadTable", name, cmd.delegation_token, rid):
             return
-        segment = self._table(name, rid, "readTable")
+        segment = self._table(name, rid, "ReadTable")
         if segment is None:
             return
         assert segment.table is not None
         keys = [bytes(k.data) for k in cmd.keys]
+        try:
+            found_entries = segment.table.get(keys)
+        except TableError as exc:
+            self._table_failure(exc, rid, name, "readTable")
+            return
         entries = []
-        for key, found in zip(keys, segment.table.get(keys)):
-            if found is None:
+        for key, found in zip(keys, found_entries):
+            if found is None:  # as Java: the key, NOT_EXISTS and an empty value
                 entries.append((C.TableKey(key, C.TableKey.NOT_EXISTS), C.TableValue(b"")))
             else:
                 entries.append((C.TableKey(key, found.version), C.TableValue(found.value)))
         self.send(C.TableRead(rid, name, C.TableEntries(entries)))
 
     def _iterate_table(self, cmd: C.ReadTableKeys | C.ReadTableEntries, count: int,
-                       operation: str) -> tuple[str, list[Any], bytes] | None:
+                       operation: str, size: Callable[[Entry], int]
+                       ) -> tuple[list[Entry], bytes] | None:
         rid, name = cmd.request_id, cmd.segment
         if not self._admit(type(cmd).__name__, name, cmd.delegation_token, rid):
             return None
-        segment = self._table(name, rid, operation)
+        segment = self._table(name, rid, type(cmd).__name__)
         if segment is None:
             return None
         assert segment.table is not None
         args = cmd.args
-        token = bytes(args.continuation_token)
-        found = segment.table.iterate(token or None, bytes(args.from_key) or None,
-                                      bytes(args.to_key) or None, count,
-                                      _MAX_TABLE_READ_BYTES)
-        return name, found, (found[-1].key if found else token)
+        try:
+            return segment.table.iterate(bytes(args.continuation_token), bytes(args.from_key),
+                                         bytes(args.to_key), count,
+                                         _table_read_budget(name), size)
+        except TableError as exc:
+            self._table_failure(exc, rid, name, operation)
+            return None
 
     def _on_read_table_keys(self, cmd: C.ReadTableKeys) -> None:
-        result = self._iterate_table(cmd, cmd.suggested_key_count, "readTableKeys")
+        result = self._iterate_table(cmd, cmd.suggested_key_count, "readTableKeys", _key_size)
         if result is not None:
-            name, found, token = result
-            self.send(C.TableKeysRead(cmd.request_id, name,
+            found, token = result
+            self.send(C.TableKeysRead(cmd.request_id, cmd.segment,
                                       [C.TableKey(e.key, e.version) for e in found], token))
 
     def _on_read_table_entries(self, cmd: C.ReadTableEntries) -> None:
-        result = self._iterate_table(cmd, cmd.suggested_entry_count, "readTableEntries")
+        result = self._iterate_table(cmd, cmd.suggested_entry_count, "readTableEntries",
+                                     _entry_size)
         if result is not None:
-            name, found, token = result
+            found, token = result
             entries = [(C.TableKey(e.key, e.version), C.TableValue(e.value)) for e in found]
-            self.send(C.TableEntriesRead(cmd.request_id, name, C.TableEntries(entries), token))
+            self.send(C.TableEntriesRead(cmd.request_id, cmd.segment, C.TableEntries(entries),
+                                         token))
 
     def _on_read_delta(self, cmd: C.ReadTableEntriesDelta) -> None:
         rid, name = cmd.request_id, cmd.segment
         if not self._admit("ReadTableEntriesDelta", name, cmd.delegation_token, rid):
             return
-        segment = self._table(name, rid, "readTableEntriesDelta")
+        segment = self._table(name, rid, "ReadTableEntriesDelta")
         if segment is None:
             return
         assert segment.table is not None
-        found, reached_end, last_position = segment.table.delta(
-            cmd.from_position, cmd.suggested_entry_count, _MAX_TABLE_READ_BYTES)
+        try:
+            found, should_clear, reached_end, last_position = segment.table.delta(
+                segment.read_exact, segment.start_offset, segment.length, cmd.from_position,
+                cmd.suggested_entry_count, _table_read_budget(name), _entry_size)
+        except TableError as exc:
+            self._table_failure(exc, rid, name, "readTableEntriesDelta")
+            return
         entries = [(C.TableKey(e.key, e.version), C.TableValue(e.value)) for e in found]
-        self.send(C.TableEntriesDeltaRead(rid, name, C.TableEntries(entries), False,
+        self.send(C.TableEntriesDeltaRead(rid, name, C.TableEntries(entries), should_clear,
                                           reached_end, last_position))
+
+
+def _table_read_budget(segment: str) -> int:
+    """Bytes a table read may fill (Java's ``MAX_READ_SIZE``, less the reply's header)."""
+    return _MAX_TABLE_READ_BYTES - len(segment.encode("utf-8")) - _TABLE_REPLY_HEADER
+
+
+def _key_size(entry: Entry) -> int:
+    """Bytes of a TableKey on the wire (data length, data, version)."""
+    return 4 + len(entry.key) + 8
+
+
+def _entry_size(entry: Entry) -> int:
+    """Bytes of a TableKey and its TableValue on the wire."""
+    return _key_size(entry) + 4 + len(entry.value)
 
 
 _HANDLERS: dict[type, Callable[[_Connection, Any], None]] = {

@@ -8,17 +8,19 @@ In memory by default. With a data directory every change is also written to disk
 durable by :meth:`Storage.commit`, which the segment store calls before it sends any reply that
 acknowledges the change (group commit: one commit covers all changes made since the last one):
 
-- ``segments/<id>.dat``: the bytes of each stream or transient segment, append-only;
+- ``segments/<id>.dat``: the bytes of each segment, append-only (a table segment's bytes are
+  its entry records, see :mod:`.tables`);
 - ``journal.log``: one record per change (create, append with the new length and the writer
-  attributes, seal, truncate, delete, merge, attribute and table updates). A record is
+  attributes, seal, truncate, delete, merge, attribute updates, and the removals of
+  fixed-key-length tables, which write no bytes). A record is
   ``u32 length, u32 crc32, JSON payload``.
 
 A commit syncs the data files first and only then writes and syncs the journal records, so every
 record that reached the disk describes data that is on disk. Recovery (on open) replays the
 journal up to its first torn or corrupt record (and cuts the file there), cuts each data file to
-the length its segment was recorded with, removes files of deleted segments, and rewrites the
-journal as a compact snapshot. A restarted store therefore has everything that was committed,
-which includes everything that was acknowledged.
+the length its segment was recorded with, rebuilds each table's index from its bytes, removes
+files of deleted segments, and rewrites the journal as a compact snapshot. A restarted store
+therefore has everything that was committed, which includes everything that was acknowledged.
 
 Segment data lives in pages (``bytearray`` chunks that are filled once and never resized), so a
 read returns a ``memoryview`` of stored bytes without copying them.
@@ -39,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .tables import NO_OFFSET, NO_VERSION, Table
+from .tables import NO_OFFSET, Table
 
 __all__ = [
     "NULL_ATTRIBUTE_VALUE", "STREAM", "TRANSIENT", "TABLE", "StorageError", "SegmentExistsError",
@@ -125,6 +127,7 @@ class Segment:
         self.name = name
         self.kind = kind
         self.file_id = file_id
+        #: A table segment's index (its bytes are the segment's data, as any segment's).
         self.table: Table | None = Table() if kind == TABLE else None
         self.start_offset = 0
         self.length = 0
@@ -143,12 +146,24 @@ class Segment:
 
     @property
     def write_offset(self) -> int:
-        """The segment's length (for a table segment, the table's length)."""
-        return self.table.length if self.table is not None else self.length
+        """The segment's length (a table segment's too: its records are its data)."""
+        return self.length
 
     def attribute(self, attribute_id: uuid.UUID) -> int:
         """An attribute's value, ``NULL_ATTRIBUTE_VALUE`` when not set."""
         return self.attributes.get(attribute_id, NULL_ATTRIBUTE_VALUE)
+
+    def read_exact(self, offset: int, length: int) -> bytes:
+        """Exactly the ``length`` stored bytes from ``offset`` (joined across pages)."""
+        chunks = []
+        while length > 0:
+            chunk = self.read(offset, length)
+            if not chunk:
+                raise ValueError(f"segment {self.name!r} ends before offset {offset + length}")
+            chunks.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return b"".join(chunks)
 
     def read(self, offset: int, max_length: int) -> memoryview:
         """Up to ``max_length`` contiguous bytes from ``offset`` (a view of the stored bytes;
@@ -447,17 +462,23 @@ class Storage:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def create(self, name: str, kind: str = STREAM) -> Segment:
-        """Create an empty segment; :class:`SegmentExistsError` if the name is taken."""
+    def create(self, name: str, kind: str = STREAM, *, key_length: int = 0) -> Segment:
+        """Create an empty segment; :class:`SegmentExistsError` if the name is taken.
+        ``key_length`` > 0 makes a table segment a fixed-key-length one (see
+        :class:`~.tables.Table`; :class:`~.tables.TableArgumentError` if it cannot be)."""
         if name in self._segments:
             raise SegmentExistsError(f"segment {name!r} already exists")
+        table = Table(key_length) if kind == TABLE else None
         segment = Segment(name, kind, self._next_id, self._now_ms())
+        segment.table = table
         self._next_id += 1
         if self._journal is not None:
-            if kind != TABLE:
-                self._journal.create_file(segment.file_id)
-            self._journal.record({"op": "create", "name": name, "id": segment.file_id,
-                                  "kind": kind, "t": segment.last_modified})
+            self._journal.create_file(segment.file_id)
+            record: dict[str, Any] = {"op": "create", "name": name, "id": segment.file_id,
+                                      "kind": kind, "t": segment.last_modified}
+            if key_length:
+                record["klen"] = key_length
+            self._journal.record(record)
         self._segments[name] = segment
         self._by_id[segment.file_id] = segment
         return segment
@@ -475,7 +496,12 @@ class Storage:
             raise BadOffsetError(
                 f"segment {segment.name!r} has length {segment.length}, the append expected "
                 f"{expected_offset}", segment.length, expected_offset)
-        view = _as_bytes_view(data)
+        self._write_data(segment, _as_bytes_view(data), attributes)
+        return segment.length
+
+    def _write_data(self, segment: Segment, view: memoryview,
+                    attributes: Sequence[tuple[uuid.UUID, int]] = ()) -> None:
+        """Append bytes and set attributes (no checks), journal it and wake the watchers."""
         segment._write(view)
         for attribute_id, value in attributes:
             segment.attributes[attribute_id] = value
@@ -489,7 +515,6 @@ class Storage:
                 record["attrs"] = [[a.hex, v] for a, v in attributes]
             self._journal.record(record)
         segment._notify()
-        return segment.length
 
     def update_attributes(self, segment: Segment,
                           attributes: Sequence[tuple[uuid.UUID, int]]) -> None:
@@ -531,6 +556,9 @@ class Storage:
                 segment.start_offset, offset)
         if offset == segment.start_offset:
             return
+        self._truncate(segment, offset)
+
+    def _truncate(self, segment: Segment, offset: int) -> None:
         segment.start_offset = offset
         segment._drop_before(offset)
         segment.last_modified = self._now_ms()
@@ -548,8 +576,7 @@ class Storage:
         segment.deleted = True
         if self._journal is not None:
             self._journal.record({"op": "delete", "id": segment.file_id})
-            if segment.kind != TABLE:
-                self._journal.drop_file(segment.file_id)
+            self._journal.drop_file(segment.file_id)
         segment._notify()
 
     def merge(self, target: Segment, source: Segment) -> int:
@@ -583,26 +610,48 @@ class Storage:
 
     def table_update(self, segment: Segment, entries: Sequence[tuple[bytes, bytes, int]],
                      table_offset: int = NO_OFFSET) -> list[int]:
-        """Conditional batch update of a table segment (see :meth:`Table.update`)."""
+        """Conditional batch update of a table segment (see :meth:`Table.update`): its records
+        are appended to the segment. Returns the new versions."""
         table = self._table_of(segment)
-        versions = table.update(entries, table_offset)
-        segment.last_modified = self._now_ms()
-        if self._journal is not None:
-            self._journal.record({"op": "tput", "id": segment.file_id,
-                                  "entries": [[_b64(k), _b64(v)] for k, v, _ in entries]})
-        segment._notify()
+        self._check_open(segment)
+        versions, data = table.update(entries, segment.length, table_offset, segment.name)
+        self._write_data(segment, memoryview(data))
+        self._compact(segment, table)
         return versions
 
     def table_remove(self, segment: Segment, keys: Sequence[tuple[bytes, int]],
                      table_offset: int = NO_OFFSET) -> None:
         """Conditional batch removal from a table segment (see :meth:`Table.remove`)."""
         table = self._table_of(segment)
-        table.remove(keys, table_offset)
+        self._check_open(segment)
+        at = segment.length
+        data = table.remove(keys, at, table_offset, segment.name)
+        if data:
+            self._write_data(segment, memoryview(data))
+            self._compact(segment, table)
+            return
+        # A fixed-key-length table's removal writes no record: journal it on its own.
         segment.last_modified = self._now_ms()
         if self._journal is not None:
-            self._journal.record({"op": "tremove", "id": segment.file_id,
-                                  "keys": [_b64(k) for k, _ in keys]})
+            self._journal.record({"op": "tremove", "id": segment.file_id, "at": at,
+                                  "keys": [_b64(k) for k, _ in keys],
+                                  "t": segment.last_modified})
         segment._notify()
+
+    def _compact(self, segment: Segment, table: Table) -> None:
+        plan = table.compaction(segment.read_exact, segment.start_offset, segment.length)
+        if plan is None:
+            return
+        copies, start = plan
+        if copies:
+            self._write_data(segment, memoryview(copies))
+        if start > segment.start_offset:
+            self._truncate(segment, start)
+
+    @staticmethod
+    def _check_open(segment: Segment) -> None:
+        if segment.sealed:
+            raise SegmentSealedError(f"segment {segment.name!r} is sealed")
 
     @staticmethod
     def _table_of(segment: Segment) -> Table:
@@ -636,13 +685,17 @@ class Storage:
         journal = self._journal
         assert journal is not None
         records = journal.read_records()
+        #: file id -> fixed-key-length table removals (at, keys), in journal order
+        removals: dict[int, list[tuple[int, list[bytes]]]] = {}
         for record in records:
-            self._replay(record)
+            self._replay(record, removals)
         for segment in list(self._segments.values()):
-            if segment.kind != TABLE:
-                data = journal.load_data(segment.file_id, segment.start_offset, segment.length)
-                segment._load(data, segment.start_offset)
-        live = {s.file_id for s in self._segments.values() if s.kind != TABLE}
+            data = journal.load_data(segment.file_id, segment.start_offset, segment.length)
+            segment._load(data, segment.start_offset)
+            if segment.table is not None:
+                segment.table.rebuild(segment.read_exact, segment.start_offset, segment.length,
+                                      removals.get(segment.file_id, ()))
+        live = set(self._by_id)
         journal.remove_unreferenced(live)
         journal.rewrite(self._snapshot_records())
         for file_id in sorted(live):
@@ -650,17 +703,21 @@ class Storage:
         if records:
             _LOG.info("recovered %d segments from %s", len(self._segments), self.data_dir)
 
-    def _replay(self, record: dict[str, Any]) -> None:
+    def _replay(self, record: dict[str, Any],
+                removals: dict[int, list[tuple[int, list[bytes]]]]) -> None:
         op = record["op"]
         if op == "create" or op == "segment":
             segment = Segment(record["name"], record["kind"], record["id"], record["t"])
+            if segment.table is not None:
+                segment.table = Table(record.get("klen", 0))
             if op == "segment":
                 segment.start_offset = record["start"]
                 segment.length = record["len"]
                 segment.sealed = record["sealed"]
                 segment.attributes = {uuid.UUID(hex=a): v for a, v in record["attrs"]}
-                if record.get("table") is not None:
-                    segment.table = Table.restore(record["table"])
+                if record.get("dead"):
+                    removals[segment.file_id] = [
+                        (segment.length, [_unb64(k) for k in record["dead"]])]
             self._segments[segment.name] = segment
             self._by_id[segment.file_id] = segment
             self._next_id = max(self._next_id, segment.file_id + 1)
@@ -690,13 +747,9 @@ class Storage:
             del self._segments[segment.name]
             del self._by_id[segment.file_id]
             return
-        elif op == "tput":
-            assert segment.table is not None
-            segment.table.update([(_unb64(k), _unb64(v), NO_VERSION)
-                                  for k, v in record["entries"]])
         elif op == "tremove":
-            assert segment.table is not None
-            segment.table.remove([(_unb64(k), NO_VERSION) for k in record["keys"]])
+            removals.setdefault(segment.file_id, []).append(
+                (record["at"], [_unb64(k) for k in record["keys"]]))
         else:
             raise CorruptStorageError(f"unknown journal record {op!r}")
         if "t" in record:
@@ -704,9 +757,16 @@ class Storage:
 
     def _snapshot_records(self) -> Iterator[dict[str, Any]]:
         for segment in sorted(self._segments.values(), key=lambda s: s.file_id):
-            yield {"op": "segment", "name": segment.name, "kind": segment.kind,
-                   "id": segment.file_id, "t": segment.last_modified,
-                   "start": segment.start_offset, "len": segment.length,
-                   "sealed": segment.sealed,
-                   "attrs": [[a.hex, v] for a, v in segment.attributes.items()],
-                   "table": segment.table.snapshot() if segment.table is not None else None}
+            record = {"op": "segment", "name": segment.name, "kind": segment.kind,
+                      "id": segment.file_id, "t": segment.last_modified,
+                      "start": segment.start_offset, "len": segment.length,
+                      "sealed": segment.sealed,
+                      "attrs": [[a.hex, v] for a, v in segment.attributes.items()]}
+            table = segment.table
+            if table is not None and table.fixed:
+                # The index is rebuilt from the records; a fixed-key-length table's removals
+                # wrote none, so the keys removed since their last record are listed.
+                record["klen"] = table.key_length
+                record["dead"] = [_b64(k) for k in table.dead_keys(
+                    segment.read_exact, segment.start_offset, segment.length)]
+            yield record
