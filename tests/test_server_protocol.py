@@ -299,21 +299,23 @@ async def test_held_reads_end_unanswered_with_their_connection():
                   C.ReadSegment("other", 0, 100, "", 2 << 32 | 1))
         idle.send(C.ReadSegment("other", 0, 100, "", 3 << 32 | 1))
         assert await wire.quiet() == [] and await idle.quiet() == []
+        closing, staying = server_side(store, wire), server_side(store, idle)
         wire.send(C.FlushToStorage(0, "", 3 << 32 | 2))
         assert await wire.closed_by_server()
         assert wire.pending == []  # neither held read was answered
-        await asyncio.wait_for(_connections_settled(store, 1), WAIT)
-        assert store.storage.get(SEGMENT).watchers == []
+        await asyncio.wait_for(closing.lost, WAIT)
+        assert closing.reads == {} and store.storage.get(SEGMENT).watchers == []
         assert len(store.storage.get("other").watchers) == 1  # the other connection's read
         await idle.close()
-        await asyncio.wait_for(_connections_settled(store, 0), WAIT)
+        await asyncio.wait_for(staying.lost, WAIT)
         assert store.storage.get("other").watchers == []
         await wire.close()
 
 
-async def _connections_settled(store: SegmentStore, count: int) -> None:
-    while store.connection_count != count:
-        await asyncio.sleep(0.01)
+def server_side(store: SegmentStore, wire: Wire):
+    """The store's end of ``wire``'s connection."""
+    address = wire.writer.get_extra_info("sockname")
+    return next(c for c in store._connections if c.peer == address)
 
 
 async def test_held_reads_per_connection_are_bounded(monkeypatch):
