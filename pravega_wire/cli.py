@@ -55,7 +55,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-controller", action="store_true",
                         help="run the segment stores only")
     parser.add_argument("--read-wait", type=_positive_float, default=None, metavar="S",
-                        help="longest wait of a read at the tail of a segment (seconds)")
+                        help="how long a read at the tail of a segment is held before an "
+                             "empty answer (seconds; default 60, the real store's read timeout)")
     parser.add_argument("--faults", type=_fault_plans, default=None, metavar="JSON",
                         help="fault plans: a JSON object {store index: [rule, ...]} "
                              "(see pravega_wire.server.faults), or @FILE holding one")

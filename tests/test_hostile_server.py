@@ -253,6 +253,8 @@ async def test_a_frame_the_protocol_forbids_closes_only_its_connection(memory, s
     async with SegmentStore() as store, hostile(scenario) as endpoint, \
             ConnectionPool(ClientConfig(**CONFIG)) as pool:
         store.create_segment(SEGMENT)
+        # Data to read: a read at the tail of an empty segment would be held (for a minute).
+        store.storage.append(store.storage.get(SEGMENT), b"data")
         good, good_listener = await open_reading_flow(pool, store.endpoint)
         await good_listener.wait(lambda: good_listener.kinds)
         flow, listener = await open_reading_flow(pool, endpoint)

@@ -16,6 +16,7 @@ from pravega_wire import commands as C
 from pravega_wire.cli import main as cli_main
 from pravega_wire.server import EmbeddedCluster, FaultPlan
 from pravega_wire.server.placement import store_index_of
+from pravega_wire.server.segmentstore import DEFAULT_READ_WAIT
 from test_server_support import WAIT, Wire, append_end, events
 
 W1 = uuid.UUID(int=0x41)
@@ -164,6 +165,20 @@ async def test_a_child_cluster_serves_takes_faults_and_reports_stats():
         os.kill(pid, 0)
     assert child.stats[0]["KeepAlive"] == 1 and child.stats[0]["> Hello"] == 1
     assert child.stats[1]["fault incompatible_hello"] == 1
+
+
+@pytest.mark.asyncio
+async def test_read_wait_bounds_the_held_reads_of_every_store_in_process_and_in_a_child():
+    async with EmbeddedCluster(stores=2, controller=False) as cluster:
+        assert [store.read_wait for store in cluster.stores] == [DEFAULT_READ_WAIT] * 2
+    name = "sc/st/0.#epoch.0"
+    async with EmbeddedCluster.in_child_process(stores=1, controller=False,
+                                                read_wait=0.05) as child:  # --read-wait
+        wire = await Wire.open(child.store_endpoints[0])
+        wire.send(C.CreateSegment(1, name, C.NO_SCALE, 0, ""), C.ReadSegment(name, 0, 10, "", 2))
+        assert await wire.recv_n(2) == [C.SegmentCreated(1, name),
+                                        C.SegmentRead(name, 0, True, False, b"", 2)]
+        await wire.close()
 
 
 def test_a_child_cluster_with_a_controller_prints_its_uri():

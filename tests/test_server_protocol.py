@@ -17,8 +17,9 @@ from pravega_wire import commands as C
 from pravega_wire.appends import CommandEncoder
 from pravega_wire.codec import encode
 from pravega_wire.server.placement import store_index_of
-from pravega_wire.server.segmentstore import MAX_READ_SIZE, SegmentStore
-from pravega_wire.server.storage import NULL_ATTRIBUTE_VALUE, TABLE
+from pravega_wire.server import segmentstore
+from pravega_wire.server.segmentstore import DEFAULT_READ_WAIT, MAX_READ_SIZE, SegmentStore
+from pravega_wire.server.storage import EVENT_COUNT, NULL_ATTRIBUTE_VALUE, TABLE
 from test_server_support import (SEGMENT, WAIT, Wire, append_end, events, make_token,
                                  serving)
 
@@ -219,11 +220,14 @@ async def test_reads_are_clamped_as_java_clamps_them():
         await wire.close()
 
 
-async def test_a_read_at_the_tail_waits_for_the_next_append():
-    async with serving(SEGMENT, read_wait=30.0) as store:
+async def test_a_held_read_is_answered_at_once_by_an_append_on_another_connection():
+    """Scenario read_at_tail_then_append: held by default (the real store's one-minute read
+    timeout), answered with the new bytes as soon as any connection appends."""
+    async with serving(SEGMENT) as store:
+        assert store.read_wait == DEFAULT_READ_WAIT == 60.0
         reader, writer = await Wire.open(store.endpoint), await Wire.open(store.endpoint)
         reader.send(C.ReadSegment(SEGMENT, 0, 1000, "", 21))
-        assert await reader.quiet() == []  # parked at the tail
+        assert await reader.quiet() == []  # held at the tail
         await setup_writer(writer)
         writer.send(append_end(W1, events(b"wake"), 1))
         assert await reader.recv() == C.SegmentRead(SEGMENT, 0, True, False, events(b"wake"),
@@ -233,17 +237,93 @@ async def test_a_read_at_the_tail_waits_for_the_next_append():
         await writer.close()
 
 
+async def test_a_read_past_the_end_of_an_open_segment_is_held_until_data_reaches_it():
+    """Scenario read_past_end: no reply while the segment is shorter than the read offset."""
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        await setup_writer(wire)
+        wire.send(C.ReadSegment(SEGMENT, 20, 100, "", 7))
+        wire.send(append_end(W1, b"0123456789", 1))
+        assert await wire.recv() == C.DataAppended(1, W1, 1, MIN, 10)
+        assert await wire.quiet() == []  # still short of offset 20
+        wire.send(append_end(W1, b"abcdefghijklmno", 2))
+        replies = await wire.recv_n(2)  # (the read is answered within the append)
+        assert C.DataAppended(1, W1, 2, 1, 25) in replies
+        assert C.SegmentRead(SEGMENT, 20, True, False, b"klmno", 7) in replies
+        await wire.close()
+
+
+async def test_a_held_read_is_answered_sealed_when_the_segment_is_sealed():
+    async with serving(SEGMENT) as store:
+        store.storage.append(store.storage.get(SEGMENT), b"0123456789")
+        reader, admin = await Wire.open(store.endpoint), await Wire.open(store.endpoint)
+        reader.send(C.ReadSegment(SEGMENT, 10, 100, "", 1), C.ReadSegment(SEGMENT, 12, 100, "", 2))
+        assert await reader.quiet() == []
+        admin.send(C.SealSegment(3, SEGMENT, ""))
+        assert await admin.recv() == C.SegmentSealed(3, SEGMENT)
+        assert await reader.recv_n(2) == [C.SegmentIsSealed(1, SEGMENT, "", 10),
+                                          C.SegmentIsSealed(2, SEGMENT, "", 12)]
+        await reader.close()
+        await admin.close()
+
+
 async def test_a_read_at_the_tail_ends_empty_with_at_tail_after_the_bound():
     async with serving(SEGMENT, read_wait=0.05) as store:
         wire = await Wire.open(store.endpoint)
-        wire.send(C.ReadSegment(SEGMENT, 0, 1000, "", 5))
-        assert await wire.recv() == C.SegmentRead(SEGMENT, 0, True, False, b"", 5)
+        wire.send(C.ReadSegment(SEGMENT, 0, 1000, "", 5), C.ReadSegment(SEGMENT, 9, 1000, "", 6))
+        assert await wire.recv_n(2) == [C.SegmentRead(SEGMENT, 0, True, False, b"", 5),
+                                        C.SegmentRead(SEGMENT, 9, True, False, b"", 6)]
         assert store.storage.get(SEGMENT).watchers == []
         await wire.close()
 
 
+async def test_held_reads_end_unanswered_with_their_connection():
+    """The held-read half of scenario close_drops_pending_flows: a request that closes the
+    connection (here FlushToStorage) drops the other flow's held read, and nothing of it stays
+    in the store."""
+    async with serving(SEGMENT, "other") as store:
+        wire, idle = await Wire.open(store.endpoint), await Wire.open(store.endpoint)
+        wire.send(C.ReadSegment(SEGMENT, 0, 100, "", 1 << 32 | 1),
+                  C.ReadSegment("other", 0, 100, "", 2 << 32 | 1))
+        idle.send(C.ReadSegment("other", 0, 100, "", 3 << 32 | 1))
+        assert await wire.quiet() == [] and await idle.quiet() == []
+        closing, staying = server_side(store, wire), server_side(store, idle)
+        wire.send(C.FlushToStorage(0, "", 3 << 32 | 2))
+        assert await wire.closed_by_server()
+        assert wire.pending == []  # neither held read was answered
+        await asyncio.wait_for(closing.lost, WAIT)
+        assert closing.reads == {} and store.storage.get(SEGMENT).watchers == []
+        assert len(store.storage.get("other").watchers) == 1  # the other connection's read
+        await idle.close()
+        await asyncio.wait_for(staying.lost, WAIT)
+        assert store.storage.get("other").watchers == []
+        await wire.close()
+
+
+def server_side(store: SegmentStore, wire: Wire):
+    """The store's end of ``wire``'s connection."""
+    address = wire.writer.get_extra_info("sockname")
+    return next(c for c in store._connections if c.peer == address)
+
+
+async def test_held_reads_per_connection_are_bounded(monkeypatch):
+    monkeypatch.setattr(segmentstore, "MAX_HELD_READS", 3)
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(*(C.ReadSegment(SEGMENT, 0, 100, "", rid) for rid in range(1, 6)))
+        # The oldest reads are answered as their timeout would answer them.
+        assert await wire.recv_n(2) == [C.SegmentRead(SEGMENT, 0, True, False, b"", 1),
+                                        C.SegmentRead(SEGMENT, 0, True, False, b"", 2)]
+        assert await wire.quiet() == []
+        assert len(store.storage.get(SEGMENT).watchers) == 3
+        store.storage.append(store.storage.get(SEGMENT), b"data")
+        assert await wire.recv_n(3) == [C.SegmentRead(SEGMENT, 0, True, False, b"data", rid)
+                                        for rid in (3, 4, 5)]
+        await wire.close()
+
+
 async def test_stopping_answers_waiting_reads_empty():
-    store = SegmentStore(read_wait=30.0)
+    store = SegmentStore()
     store.create_segment(SEGMENT)
     await store.start()
     wire = await Wire.open(store.endpoint)
@@ -255,25 +335,39 @@ async def test_stopping_answers_waiting_reads_empty():
 
 
 async def test_sealed_segments_read_to_their_end():
-    async with serving(SEGMENT, read_wait=30.0) as store:
+    async with serving(SEGMENT) as store:
         segment = store.storage.get(SEGMENT)
         store.storage.append(segment, b"0123456789")
+        store.seal_segment(SEGMENT)
         wire = await Wire.open(store.endpoint)
-        wire.send(C.ReadSegment(SEGMENT, 10, 100, "", 1))
-        assert await wire.quiet() == []
-        store.seal_segment(SEGMENT)  # wakes the waiting read
-        assert await wire.recv() == C.SegmentRead(SEGMENT, 10, False, True, b"", 1)
-        wire.send(C.ReadSegment(SEGMENT, 4, 100, "", 2), C.ReadSegment(SEGMENT, 1, 8, "", 3),
-                  C.ReadSegment(SEGMENT, 11, 100, "", 4))
+        wire.send(C.ReadSegment(SEGMENT, 10, 100, "", 1), C.ReadSegment(SEGMENT, 4, 100, "", 2),
+                  C.ReadSegment(SEGMENT, 1, 8, "", 3))
         assert await wire.recv_n(3) == [
+            C.SegmentRead(SEGMENT, 10, False, True, b"", 1),
             C.SegmentRead(SEGMENT, 4, False, True, b"456789", 2),
-            C.SegmentRead(SEGMENT, 1, False, False, b"12345678", 3),
-            C.SegmentIsSealed(4, SEGMENT, "", 11)]
+            C.SegmentRead(SEGMENT, 1, False, False, b"12345678", 3)]
+        await wire.close()
+
+
+async def test_a_read_past_the_end_of_a_sealed_segment_closes_only_that_connection():
+    """As the real store (its read index rejects the offset): the connection is closed, no
+    reply; the replies before it are sent, other connections are not affected."""
+    async with serving(SEGMENT) as store:
+        store.storage.append(store.storage.get(SEGMENT), b"0123456789")
+        store.seal_segment(SEGMENT)
+        wire, other = await Wire.open(store.endpoint), await Wire.open(store.endpoint)
+        wire.send(C.ReadSegment(SEGMENT, 8, 100, "", 1), C.ReadSegment(SEGMENT, 11, 100, "", 2),
+                  C.GetStreamSegmentInfo(3, SEGMENT, ""))
+        assert await wire.closed_by_server()
+        assert wire.pending == [C.SegmentRead(SEGMENT, 8, False, True, b"89", 1)]
+        other.send(C.ReadSegment(SEGMENT, 10, 100, "", 4))
+        assert await other.recv() == C.SegmentRead(SEGMENT, 10, False, True, b"", 4)
+        await other.close()
         await wire.close()
 
 
 async def test_truncated_and_missing_segments_answer_reads_with_the_offset():
-    async with serving(SEGMENT, read_wait=30.0) as store:
+    async with serving(SEGMENT) as store:
         segment = store.storage.get(SEGMENT)
         store.storage.append(segment, b"0123456789")
         store.truncate_segment(SEGMENT, 6)
@@ -293,8 +387,7 @@ async def test_segment_info_and_attributes():
     async with serving(SEGMENT) as store:
         wire = await Wire.open(store.endpoint)
         wire.send(C.GetStreamSegmentInfo(1, "missing", ""))
-        assert await wire.recv() == C.StreamSegmentInfo(1, "missing", False, True, True, 0, 0,
-                                                        0)
+        assert await wire.recv() == C.NoSuchSegment(1, "missing", "", -1)
         segment = store.storage.get(SEGMENT)
         store.storage.append(segment, b"abcdef")
         store.truncate_segment(SEGMENT, 2)
@@ -316,6 +409,124 @@ async def test_segment_info_and_attributes():
             C.SegmentAttributeUpdated(5, False), C.SegmentAttributeUpdated(6, True),
             C.SegmentAttribute(7, 12), C.NoSuchSegment(8, "missing", "", -1),
             C.NoSuchSegment(9, "missing", "", -1)]
+        await wire.close()
+
+
+async def test_info_of_a_deleted_or_merged_segment_is_no_such_segment():
+    """Scenarios info_deleted and merge_segments: never StreamSegmentInfo(exists=false); the
+    source of a merge need not be sealed and is gone afterwards."""
+    async with serving("gone", "target", "source") as store:
+        store.storage.append(store.storage.get("target"), b"T" * 18)
+        store.storage.append(store.storage.get("source"), b"S" * 36)
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.DeleteSegment(1, "gone", ""), C.GetStreamSegmentInfo(2, "gone", ""),
+                  C.MergeSegments(3, "target", "source", ""),
+                  C.GetStreamSegmentInfo(4, "source", ""))
+        assert await wire.recv_n(4) == [
+            C.SegmentDeleted(1, "gone"), C.NoSuchSegment(2, "gone", "", -1),
+            C.SegmentsMerged(3, "target", "source", 54), C.NoSuchSegment(4, "source", "", -1)]
+        await wire.close()
+
+
+async def test_attributes_of_a_sealed_segment_cannot_be_updated():
+    """Scenario update_attribute_sealed."""
+    async with serving(SEGMENT) as store:
+        store.seal_segment(SEGMENT)
+        attribute = uuid.UUID(int=99)
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.UpdateSegmentAttribute(1, SEGMENT, attribute, 1, MIN, ""),
+                  C.GetSegmentAttribute(2, SEGMENT, attribute, ""))
+        assert await wire.recv_n(2) == [C.SegmentIsSealed(1, SEGMENT, "", -1),
+                                        C.SegmentAttribute(2, MIN)]
+        await wire.close()
+
+
+async def test_appends_count_their_events_in_the_event_count_attribute():
+    """Scenario event_count_attribute, plus what no scenario shows: a block whose end carries
+    the rest of a partial event and more whole events counts them all, a retransmission
+    nothing, a conditional append one."""
+    async with serving(SEGMENT) as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.GetSegmentAttribute(1, SEGMENT, EVENT_COUNT, ""))
+        assert await wire.recv() == C.SegmentAttribute(1, MIN)
+        await setup_writer(wire)
+        wire.send(append_end(W1, events(b"a", b"b", b"c"), 3, count=3),
+                  append_end(W1, events(b"d", b"e", b"f", b"g"), 7, count=4),
+                  C.GetSegmentAttribute(2, SEGMENT, EVENT_COUNT, ""))
+        assert [type(r) for r in await wire.recv_n(2)] == [C.DataAppended] * 2
+        assert await wire.recv() == C.SegmentAttribute(2, 7)
+        # A block: one whole event, then a PartialEvent; its end completes that event and
+        # carries two more whole events.
+        split = events(b"partial-event")
+        block = events(b"h") + encode(C.PartialEvent(split[:5]))
+        tail = split[5:] + events(b"i", b"j")
+        wire.send(C.AppendBlock(W1, block),
+                  C.AppendBlockEnd(W1, len(events(b"h")), tail, 4, 11, 1))
+        assert (await wire.recv()).event_number == 11
+        again = await Wire.open(store.endpoint)  # the writer reconnects and retransmits
+        assert await setup_writer(again) == 11
+        again.send(append_end(W1, events(b"d"), 7), C.GetSegmentAttribute(3, SEGMENT,
+                                                                          EVENT_COUNT, ""))
+        assert await again.recv() == C.SegmentAttribute(3, 11)  # deduplicated: not counted
+        await again.close()
+        length = store.storage.get(SEGMENT).length
+        wire.send(C.ConditionalAppend(W1, 12, length, C.Event(b"k"), 1),
+                  C.GetSegmentAttribute(4, SEGMENT, EVENT_COUNT, ""))
+        assert type(await wire.recv()) is C.DataAppended
+        assert await wire.recv() == C.SegmentAttribute(4, 12)
+        assert stored(store).endswith(events(b"h", b"partial-event", b"i", b"j", b"k"))
+        await wire.close()
+
+
+async def test_truncation_outside_the_data_reports_the_start_and_changes_nothing():
+    """Scenarios truncate_beyond_length, truncate_below_start and truncate_sealed."""
+    async with serving(SEGMENT) as store:
+        store.storage.append(store.storage.get(SEGMENT), b"x" * 54)
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.TruncateSegment(1, SEGMENT, 1000, ""), C.TruncateSegment(2, SEGMENT, 10, ""),
+                  C.TruncateSegment(3, SEGMENT, 5, ""), C.TruncateSegment(4, SEGMENT, 55, ""),
+                  C.SealSegment(5, SEGMENT, ""), C.TruncateSegment(6, SEGMENT, 20, ""),
+                  C.GetStreamSegmentInfo(7, SEGMENT, ""))
+        replies = await wire.recv_n(7)
+        assert replies[:6] == [
+            C.SegmentIsTruncated(1, SEGMENT, 0, "", 1000), C.SegmentTruncated(2, SEGMENT),
+            C.SegmentIsTruncated(3, SEGMENT, 10, "", 5),
+            C.SegmentIsTruncated(4, SEGMENT, 10, "", 55), C.SegmentSealed(5, SEGMENT),
+            C.SegmentTruncated(6, SEGMENT)]
+        assert (replies[6].is_sealed, replies[6].start_offset, replies[6].write_offset) == (
+            True, 20, 54)
+        await wire.close()
+
+
+@pytest.mark.parametrize("command", [C.FlushToStorage(0, "", 5),
+                                     C.ListStorageChunks(SEGMENT, "", 5)])
+async def test_admin_commands_on_the_data_port_close_the_connection(command):
+    """Scenarios flush_to_storage and list_storage_chunks: no reply, the connection closes;
+    the replies before it are sent and other connections are not affected."""
+    async with serving(SEGMENT) as store:
+        wire, other = await Wire.open(store.endpoint), await Wire.open(store.endpoint)
+        wire.send(C.GetSegmentAttribute(4, SEGMENT, W1, ""), command)
+        assert await wire.closed_by_server()
+        assert wire.pending == [C.SegmentAttribute(4, MIN)]
+        other.send(C.GetSegmentAttribute(6, SEGMENT, W1, ""))
+        assert await other.recv() == C.SegmentAttribute(6, MIN)
+        await other.close()
+        await wire.close()
+
+
+async def test_a_deleted_sealed_segment_can_be_created_again():
+    """Differs from the real store on purpose: right after deleting a sealed segment that holds
+    data, its CreateSegment answers SegmentAlreadyExists (its storage deletes lazily). A name
+    that is deleted is free here, at once: a stream deleted and created again works."""
+    async with serving(SEGMENT) as store:
+        store.storage.append(store.storage.get(SEGMENT), b"data")
+        store.seal_segment(SEGMENT)
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.DeleteSegment(1, SEGMENT, ""), C.CreateSegment(2, SEGMENT, C.NO_SCALE, 0, ""),
+                  C.GetStreamSegmentInfo(3, SEGMENT, ""))
+        replies = await wire.recv_n(3)
+        assert replies[:2] == [C.SegmentDeleted(1, SEGMENT), C.SegmentCreated(2, SEGMENT)]
+        assert (replies[2].is_sealed, replies[2].write_offset) == (False, 0)
         await wire.close()
 
 
@@ -373,6 +584,18 @@ async def test_a_large_event_goes_through_a_transient_segment_and_a_merge():
     # Merged, so the connection's close does not delete it: nothing left to check beyond that.
 
 
+async def test_a_transient_segment_needs_no_parent():
+    """As the real store: CreateTransientSegment succeeds for a parent that does not exist."""
+    async with serving() as store:
+        wire = await Wire.open(store.endpoint)
+        wire.send(C.CreateTransientSegment(1, W1, "scope/stream/7.#epoch.0", ""))
+        created = await wire.recv()
+        assert type(created) is C.SegmentCreated
+        assert created.segment.startswith("scope/stream/7.#epoch.0#transient.")
+        assert created.segment in store.storage and "scope/stream/7.#epoch.0" not in store.storage
+        await wire.close()
+
+
 async def test_transient_segments_die_with_their_connection_unless_merged():
     async with serving(SEGMENT) as store:
         wire = await Wire.open(store.endpoint)
@@ -411,12 +634,8 @@ async def test_byte_commands_on_table_segments_are_unsupported():
     async with serving() as store:
         store.create_segment("tbl", TABLE)
         wire = await Wire.open(store.endpoint)
-        wire.send(C.SetupAppend(2, W1, "tbl", ""),
-                  C.FlushToStorage(0, "", 3), C.ListStorageChunks("tbl", "", 4))
-        assert await wire.recv_n(3) == [
-            C.OperationUnsupported(2, "setupAppend", ""),
-            C.OperationUnsupported(3, "flushToStorage", ""),
-            C.OperationUnsupported(4, "listStorageChunks", "")]
+        wire.send(C.SetupAppend(2, W1, "tbl", ""))
+        assert await wire.recv_n(1) == [C.OperationUnsupported(2, "setupAppend", "")]
         await wire.close()
 
 

@@ -13,7 +13,7 @@ import zlib
 import pytest
 
 from pravega_wire.server.storage import (
-    NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, BadOffsetError, CorruptStorageError,
+    EVENT_COUNT, NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, BadOffsetError, CorruptStorageError,
     SegmentExistsError, SegmentNotFoundError, SegmentSealedError, Storage,
     WrongSegmentTypeError, transient_segment_name)
 from pravega_wire.server.tables import NO_VERSION
@@ -67,6 +67,21 @@ def test_append_sets_attributes_atomically_and_checks_the_expected_offset():
     assert failure.value.expected_offset == 2
     assert (segment.length, segment.attribute(W1)) == (2, 5)
     assert storage.append(segment, b"z", [(W1, 6)], expected_offset=2) == 3
+
+
+def test_appends_count_their_events_in_the_event_count_attribute(tmp_path):
+    storage = Storage(tmp_path)
+    segment = storage.create("s")
+    assert segment.attribute(EVENT_COUNT) == NULL_ATTRIBUTE_VALUE  # unset before any event
+    storage.append(segment, b"abc", [(W1, 3)], event_count=3)
+    storage.append(segment, b"d")  # raw bytes: no events counted
+    with pytest.raises(BadOffsetError):
+        storage.append(segment, b"e", [(W1, 4)], expected_offset=0, event_count=1)
+    storage.append(segment, b"efgh", [(W1, 7)], event_count=4)
+    assert (segment.attribute(EVENT_COUNT), segment.attribute(W1)) == (7, 7)
+    storage.commit()
+    storage.close()
+    assert Storage(tmp_path).get("s").attribute(EVENT_COUNT) == 7  # journalled with the data
 
 
 def test_create_twice_and_missing_segments():

@@ -54,7 +54,8 @@ class EmbeddedCluster:
     delegation-token checks at the stores. ``controller``: start the controller when grpcio is
     importable (``controller_uri`` is None otherwise, or when False). ``controller_port`` and
     ``store_ports`` choose ports (0: any free one). ``faults`` gives stores their initial
-    :class:`FaultPlan` (by index). ``read_wait`` bounds the stores' long polls.
+    :class:`FaultPlan` (by index). ``read_wait`` is how long the stores hold a read at a
+    tail (the real store's one minute by default).
 
     The cluster is the controller's segment admin: the controller creates, seals, truncates and
     deletes segments by calling the owning store in process.

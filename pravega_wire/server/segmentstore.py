@@ -20,12 +20,22 @@ What it does, as Pravega's segment store does (PROTOCOL.md §3.8, §4.6, §9):
   missing segment) the error is sent once and the writer forgotten; its next append on the
   connection closes it ("data from unexpected connection").
 - Conditional appends: ConditionalCheckFailed on an offset mismatch; the connection stays.
-- ReadSegment: ``min(2 MiB, max(8, suggested))`` bytes; at the tail of an open segment the read
-  waits (long poll) up to ``read_wait`` seconds, woken by the next change of the segment, then
-  answers empty with ``atTail``; at the end of a sealed segment ``endOfSegment``;
-  SegmentIsTruncated / NoSuchSegment carry the read offset.
+- ReadSegment: ``min(2 MiB, max(8, suggested))`` bytes. At (or past) the tail of an open
+  segment the read is held (long poll) until the segment changes: data appended by any
+  connection answers it at once, a seal answers ``SegmentIsSealed``, a deletion
+  ``NoSuchSegment``; after ``read_wait`` seconds (Java's read timeout, one minute, by default)
+  it is answered empty with ``atTail``. A connection's held reads end with it, unanswered.
+  At the end of a sealed segment ``endOfSegment``; past it the connection is closed (Java's
+  read index throws). SegmentIsTruncated / NoSuchSegment carry the read offset.
+- GetStreamSegmentInfo of a missing (or deleted, or merged) segment: NoSuchSegment (offset -1).
+- Appends add their event count to the ``EVENT_COUNT`` core attribute.
+- Truncation outside ``[start, length]``: SegmentIsTruncated with the current start offset and
+  the requested offset, the segment unchanged; a sealed segment may be truncated.
+  UpdateSegmentAttribute on a sealed segment: SegmentIsSealed.
 - Segment management, attributes, transient segments (deleted with their connection unless
-  merged), merges, table segments (:mod:`.tables`).
+  merged; the parent need not exist), merges (the source need not be sealed; a batch merge of
+  a source merged already answers the target's length), table segments (:mod:`.tables`).
+- FlushToStorage and ListStorageChunks (admin-port commands) close the connection, no reply.
 - Ownership: a request for a segment another store owns gets WrongHost (``correctHost = ""``).
 - Delegation tokens when ``token_key`` is set: AuthTokenCheckFailed with TOKEN_CHECK_FAILED or
   TOKEN_EXPIRED (an expired token on the append path also closes the connection; a failed
@@ -61,14 +71,20 @@ from .tables import (BadKeyVersionError, BadTableOffsetError, Entry, KeyNotFound
                      TableArgumentError, TableError, TableFormatError, TableNotEmptyError,
                      TableUnsupportedError)
 
-__all__ = ["SegmentStore", "MAX_READ_SIZE", "DEFAULT_READ_WAIT"]
+__all__ = ["SegmentStore", "MAX_READ_SIZE", "DEFAULT_READ_WAIT", "MAX_HELD_READS"]
 
 _LOG = logging.getLogger("pravega_wire.server.segmentstore")
 
 #: The most a ReadSegment returns (Java's ``MAX_READ_SIZE``).
 MAX_READ_SIZE = 2 * 1024 * 1024
-#: How long a read at the tail of an open segment waits for data, by default (seconds).
-DEFAULT_READ_WAIT = 0.5
+#: How long a read at the tail of an open segment is held for data, by default (seconds):
+#: Java's ``PravegaRequestProcessor.TIMEOUT`` (one minute). The real store answers such a
+#: read when a periodic sweep notices the timeout, so it holds it longer (95-126 s seen).
+DEFAULT_READ_WAIT = 60.0
+#: Held reads per connection. A read held beyond this many is answered as its timeout would
+#: answer it (empty, ``atTail``), oldest first, so a client flooding reads at a tail cannot
+#: grow the store's memory without bound; real clients keep one read per flow.
+MAX_HELD_READS = 4096
 #: Table reads stop adding entries once the reply holds this many bytes (as Java does).
 _MAX_TABLE_READ_BYTES = MAX_READ_SIZE
 #: Bytes of a table read reply besides the segment name and the entries (type, request id...).
@@ -129,7 +145,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.writers: dict[tuple[str, uuid.UUID], _WriterState] = {}
-        self.reads: set[_PendingRead] = set()
+        self.reads: dict[_PendingRead, None] = {}  # held reads, oldest first
         self.transients: set[str] = set()
         self.closed = False
         self.stalled = False
@@ -404,8 +420,9 @@ class _Connection(asyncio.Protocol):
         self.send(cmd)
 
     def _on_admin_only(self, cmd: Any) -> None:
-        name = type(cmd).__name__
-        self._unsupported(cmd.request_id, name[0].lower() + name[1:])
+        # Java serves these on the admin port only; on the data port its request processor
+        # fails them and the connection is closed without a reply.
+        raise _ProtocolError(f"{type(cmd).__name__} is an admin command")
 
     # ---- appends ------------------------------------------------------------------------------
 
@@ -466,7 +483,7 @@ class _Connection(asyncio.Protocol):
             return
         try:
             length = self.storage.append(segment, append.data, ((writer, event_number),),
-                                         append.expected_length)
+                                         append.expected_length, append.event_count)
         except BadOffsetError:
             self.send(C.ConditionalCheckFailed(writer, event_number, rid))
             return
@@ -538,17 +555,24 @@ class _Connection(asyncio.Protocol):
                                     end == length and segment.sealed, data, rid))
             return
         if segment.sealed:
+            held = pending.timer is not None
             self._finish_read(pending)
-            if offset == length:
+            if held:  # sealed while the read was held
+                self.send(C.SegmentIsSealed(rid, name, "", offset))
+            elif offset == length:
                 self.send(C.SegmentRead(name, offset, False, True, b"", rid))
             else:
-                self.send(C.SegmentIsSealed(rid, name, "", offset))
+                self._protocol_error(_ProtocolError(
+                    f"ReadSegment at {offset}, past the end {length} of sealed segment {name!r}"))
             return
-        # At (or past) the tail of an open segment: wait for it to change.
+        # At (or past) the tail of an open segment: hold it until the segment changes.
         if pending.timer is None:
+            reads = self.reads
+            if len(reads) >= MAX_HELD_READS:
+                self._read_timeout(next(iter(reads)))
             pending.timer = self.loop.call_later(self.store.read_wait, self._read_timeout,
                                                  pending)
-            self.reads.add(pending)
+            reads[pending] = None
         pending.segment = segment
         segment.watchers.append(pending)
 
@@ -565,7 +589,7 @@ class _Connection(asyncio.Protocol):
         pending.done = True
         if pending.timer is not None:
             pending.timer.cancel()
-            self.reads.discard(pending)
+            self.reads.pop(pending, None)
         segment = pending.segment
         if segment is not None and pending in segment.watchers:
             segment.watchers.remove(pending)  # idle segments must not collect dead watchers
@@ -576,10 +600,8 @@ class _Connection(asyncio.Protocol):
         rid, name = cmd.request_id, cmd.segment_name
         if not self._admit("GetStreamSegmentInfo", name, cmd.delegation_token, rid):
             return
-        segment = self.storage.get(name)
-        if segment is None:
-            self.send(C.StreamSegmentInfo(rid, name, False, True, True, 0, 0, 0))
-        else:
+        segment = self._segment(name, rid)
+        if segment is not None:
             self.send(C.StreamSegmentInfo(rid, name, True, segment.sealed, False,
                                           segment.last_modified, segment.write_offset,
                                           segment.start_offset))
@@ -598,6 +620,9 @@ class _Connection(asyncio.Protocol):
             return
         segment = self._segment(name, rid)
         if segment is None:
+            return
+        if segment.sealed:
+            self.send(C.SegmentIsSealed(rid, name, "", -1))
             return
         if segment.attribute(cmd.attribute_id) != cmd.expected_value:
             self.send(C.SegmentAttributeUpdated(rid, False))
@@ -648,8 +673,8 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.storage.truncate(segment, offset)
-        except BadOffsetError as exc:
-            self.send(C.SegmentIsTruncated(rid, name, exc.expected_offset, "", offset))
+        except BadOffsetError:  # the segment is unchanged: report its start, as Java does
+            self.send(C.SegmentIsTruncated(rid, name, segment.start_offset, "", offset))
             return
         except WrongSegmentTypeError:
             self._unsupported(rid, "truncateSegment")
@@ -973,8 +998,10 @@ class SegmentStore:
     :func:`~pravega_wire.server.placement.store_index_of` maps to it and answers WrongHost for
     the others. ``token_key`` turns delegation-token checking on (tokens from an
     :class:`~pravega_wire.server.controller.EmbeddedController` with that key).
-    ``read_wait`` bounds the long poll of reads at the tail. ``faults`` is the store's
-    :class:`FaultPlan` (an empty one by default; program it at any time).
+    ``read_wait`` is how long a read at the tail is held before it is answered empty
+    (:data:`DEFAULT_READ_WAIT`, Java's one minute; tests of the timeout pass less).
+    ``faults`` is the store's :class:`FaultPlan` (an empty one by default; program it at any
+    time).
 
     ``stats`` counts the commands received (by class name; appends by the frames that carried
     them) and, prefixed with ``"> "``, the replies sent.

@@ -44,15 +44,20 @@ from typing import Any
 from .tables import NO_OFFSET, Table
 
 __all__ = [
-    "NULL_ATTRIBUTE_VALUE", "STREAM", "TRANSIENT", "TABLE", "StorageError", "SegmentExistsError",
-    "SegmentNotFoundError", "SegmentSealedError", "BadOffsetError", "WrongSegmentTypeError",
-    "CorruptStorageError", "Segment", "Storage", "transient_segment_name",
+    "NULL_ATTRIBUTE_VALUE", "EVENT_COUNT", "STREAM", "TRANSIENT", "TABLE", "StorageError",
+    "SegmentExistsError", "SegmentNotFoundError", "SegmentSealedError", "BadOffsetError",
+    "WrongSegmentTypeError", "CorruptStorageError", "Segment", "Storage",
+    "transient_segment_name",
 ]
 
 _LOG = logging.getLogger("pravega_wire.server.storage")
 
 #: ``Long.MIN_VALUE``: an attribute that is not set.
 NULL_ATTRIBUTE_VALUE = -(2 ** 63)
+#: The core attribute holding how many events were appended to a segment (Java's
+#: ``Attributes.EVENT_COUNT``: core prefix ``Long.MIN_VALUE``, id 1); unset until the first
+#: append, then the sum of the appends' event counts.
+EVENT_COUNT = uuid.UUID("80000000-0000-0000-0000-000000000001")
 
 #: Segment kinds.
 STREAM, TRANSIENT, TABLE = "stream", "transient", "table"
@@ -485,10 +490,11 @@ class Storage:
 
     def append(self, segment: Segment, data: Any,
                attributes: Sequence[tuple[uuid.UUID, int]] = (),
-               expected_offset: int | None = None) -> int:
+               expected_offset: int | None = None, event_count: int = 0) -> int:
         """Append ``data`` (bytes-like) and set ``attributes``, atomically; returns the new
         length. With ``expected_offset``, the append happens only if the segment's length is
-        exactly that (:class:`BadOffsetError` otherwise)."""
+        exactly that (:class:`BadOffsetError` otherwise). ``event_count`` (the events ``data``
+        holds) is added to the :data:`EVENT_COUNT` attribute in the same change."""
         self._check_bytes(segment)
         if segment.sealed:
             raise SegmentSealedError(f"segment {segment.name!r} is sealed")
@@ -496,7 +502,11 @@ class Storage:
             raise BadOffsetError(
                 f"segment {segment.name!r} has length {segment.length}, the append expected "
                 f"{expected_offset}", segment.length, expected_offset)
-        self._write_data(segment, _as_bytes_view(data), attributes)
+        view = _as_bytes_view(data)
+        if event_count:
+            attributes = (*attributes,
+                          (EVENT_COUNT, segment.attributes.get(EVENT_COUNT, 0) + event_count))
+        self._write_data(segment, view, attributes)
         return segment.length
 
     def _write_data(self, segment: Segment, view: memoryview,
