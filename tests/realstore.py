@@ -70,8 +70,10 @@ def as_recorded(value: Any) -> Any:
 class Timing:
     """How long a replay waits (seconds); see the module docstring."""
 
-    hold_cap: float = 1.5
-    silence_cap: float = 0.5
+    hold_cap: float = 2.5
+    #: Not below the recorded silences that precede another connection's request answering a
+    #: held read (``read_at_tail_then_append``: 2.01 s), or that answer comes early.
+    silence_cap: float = 2.5
     reply_timeout: float = 5.0
     close_grace: float = 3.0
 
