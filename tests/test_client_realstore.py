@@ -25,7 +25,8 @@ from pravega_wire.client.raw import RawClient
 from pravega_wire.client.reader import EndOfSegment
 from pravega_wire.codec import decode
 from pravega_wire.errors import (AdminCommandError, BadOffsetError, ConnectionFailedError,
-                                 RetriesExhaustedError, TimeoutError, WrongSegmentTypeError)
+                                 RetriesExhaustedError, SegmentSealedError, TimeoutError,
+                                 WrongSegmentTypeError)
 from pravega_wire.pool import ClientConfig, ConnectionPool
 from pravega_wire.server.segmentstore import SegmentStore
 
@@ -124,6 +125,16 @@ async def test_seal_twice_delete_twice_create_twice_and_attributes():
     assert not store.errors and not store.script
 
 
+async def test_an_attribute_update_on_a_sealed_segment_is_a_sealed_error():
+    segment = answer("update_attribute_sealed", "UpdateSegmentAttribute")[1][0].segment
+    async with ScriptedStore(answer("update_attribute_sealed", "UpdateSegmentAttribute")) \
+            as store, ConnectionPool(QUICK) as pool, MetadataClient(pool, store.endpoint) as meta:
+        with pytest.raises(SegmentSealedError):
+            await meta.compare_and_set_attribute(segment, uuid.uuid4(), C.NULL_ATTRIBUTE_VALUE,
+                                                 1)
+    assert not store.errors
+
+
 # ---- requests that would make the store close a shared connection ---------------------------
 
 async def test_admin_port_commands_are_refused_before_they_are_sent():
@@ -207,6 +218,28 @@ async def test_a_held_read_is_answered_with_the_new_bytes_and_the_end_of_a_seale
             with pytest.raises(EndOfSegment):
                 await reader.read_event(timeout=5)
     assert store.request_types() == ["ReadSegment"] and not store.errors
+
+
+async def test_an_expired_hold_reissues_the_same_read_and_is_not_a_failure():
+    """The store's hold ran out: an empty SegmentRead(at_tail) (read_at_tail_held_long). The
+    reader sends the same read again on the same flow, as often as it takes (more times than
+    its retry policy allows failures), and gets the data when it comes."""
+    segment = "scope-00/stream/85.#epoch.0"
+    expired = answer("read_at_tail_held_long", "ReadSegment")
+    (data,) = answer("read_at_tail_then_append", "ReadSegment")[1]
+    script = [("GetStreamSegmentInfo", [info_of(segment, 18)])]
+    script += [expired] * (FAST.attempts + 2)
+    script += [("ReadSegment", [data._replace(segment=segment)]), ("ReadSegment", HOLD)]
+    async with ScriptedStore(*script) as store, ConnectionPool(QUICK) as pool:
+        async with SegmentReader(pool, store.endpoint, segment, offset=18, retry=FAST,
+                                 reply_timeout=0.2) as reader:
+            assert bytes(await reader.read_event(timeout=5)) == b"event-1-" * 3 + b"event-"
+            assert reader.connections == 1
+            await until(lambda: store.held, "the next read")
+    reads = [cmd for _, cmd in store.received if type(cmd) is C.ReadSegment]
+    assert len(reads) == FAST.attempts + 4
+    assert {(r.offset, r.request_id) for r in reads[:-1]} == {(18, reads[0].request_id)}
+    assert store.connections == 1 and not store.errors
 
 
 async def test_a_read_held_while_the_segment_is_sealed_ends_the_segment():

@@ -45,8 +45,8 @@ _ADMIN_COMMANDS = (C.FlushToStorage, C.ListStorageChunks)
 _TABLE_COMMANDS = (C.CreateTableSegment, C.DeleteTableSegment, C.UpdateTableEntries,
                    C.RemoveTableKeys, C.ReadTable, C.ReadTableKeys, C.ReadTableEntries,
                    C.ReadTableEntriesDelta, C.GetTableSegmentInfo)
-#: Replies that only a table segment gives to a table command.
-_TABLE_REPLIES = (C.SegmentCreated, C.SegmentDeleted, C.TableSegmentInfo,
+#: Replies that only a table segment gives to a table command (and that leave it existing).
+_TABLE_REPLIES = (C.SegmentCreated, C.TableSegmentInfo,
                   C.TableEntriesUpdated, C.TableKeysRemoved, C.TableRead, C.TableKeysRead,
                   C.TableEntriesRead, C.TableEntriesDeltaRead, C.TableSegmentNotEmpty,
                   C.TableKeyDoesNotExist, C.TableKeyBadVersion)
@@ -181,8 +181,8 @@ class RawClient:
             else:
                 return await self._table_probe(segment, command, bound)
         reply = await self._exchange(flow, request_id, command, bound)
-        if kind in _TABLE_COMMANDS and type(reply) is C.NoSuchSegment:
-            self._tables.pop(_table_segment(command), None)
+        if kind in _TABLE_COMMANDS and type(reply) in (C.NoSuchSegment, C.SegmentDeleted):
+            self._tables.pop(_table_segment(command), None)  # gone: its name may come back
         return reply
 
     async def _exchange(self, flow: Any, request_id: int, command: Any, bound: float) -> Any:
