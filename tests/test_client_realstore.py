@@ -206,6 +206,26 @@ async def test_a_table_segment_is_tried_once_alone_then_shares_the_pooled_connec
     assert store.connections == 2 and not store.errors
 
 
+async def test_a_raw_read_past_the_end_of_a_sealed_segment_is_refused():
+    segment = "scope-00/stream/101.#epoch.0"
+    sealed = info_of(segment, 36, sealed=True)
+    async with ScriptedStore(("GetStreamSegmentInfo", [sealed]),
+                             ("GetStreamSegmentInfo", [sealed]),
+                             answer("read_end_of_sealed", "ReadSegment", 0)) as store, \
+            ConnectionPool(QUICK) as pool:
+        raw = RawClient(pool, store.endpoint)
+        with pytest.raises(BadOffsetError) as info:
+            await raw.request(C.ReadSegment, segment=segment, offset=37, suggested_length=10,
+                              delegation_token="")
+        assert (info.value.offset, info.value.start_offset) == (37, 0)
+        reply = await raw.request(C.ReadSegment, segment=segment, offset=36,
+                                  suggested_length=10, delegation_token="")
+        assert type(reply) is C.SegmentRead and reply.end_of_segment
+        await raw.close()
+    assert store.request_types() == ["GetStreamSegmentInfo", "GetStreamSegmentInfo",
+                                     "ReadSegment"] and not store.errors
+
+
 # ---- SegmentReader against the scripted real store -------------------------------------------
 
 async def test_a_held_read_is_answered_with_the_new_bytes_and_the_end_of_a_sealed_segment():

@@ -6,6 +6,9 @@ shared (pooled) one, since every other flow on it would lose its pending reply:
 
 - FlushToStorage and ListStorageChunks are admin-port commands: refused locally with
   :class:`~pravega_wire.errors.AdminCommandError`.
+- A ReadSegment past the end of a sealed segment: a ReadSegment sent through a RawClient is
+  preceded by a GetStreamSegmentInfo on the same flow, and one past the end of a sealed segment
+  raises :class:`~pravega_wire.errors.BadOffsetError` instead of being sent.
 - A table command for a stream segment: the store cannot be asked what type a segment is
   without the risk, so the first table command for a segment goes on a dedicated connection
   of its own; a table reply there marks the segment as a table segment (a bounded cache per
@@ -174,6 +177,8 @@ class RawClient:
             raise AdminCommandError(f"{kind.__name__} is served by a segment store's admin port "
                                     f"only; on {self.endpoint} it would close the connection")
         bound = self.timeout if timeout is None else timeout
+        if kind is C.ReadSegment:
+            await self._check_read(flow, command, bound)
         if kind in _TABLE_COMMANDS:
             segment = _table_segment(command)
             if segment in self._tables:
@@ -204,6 +209,18 @@ class RawClient:
                                f"within {bound} s") from None
         finally:
             self._pending.pop(request_id, None)
+
+    async def _check_read(self, flow: Any, read: Any, bound: float) -> None:
+        """Raise BadOffsetError if ``read`` lies past the end of a sealed segment (the store
+        would close the connection); any other answer lets the read go."""
+        request_id = self._sequence.next_request_id()
+        info = await self._exchange(flow, request_id, C.GetStreamSegmentInfo(
+            request_id, read.segment, read.delegation_token), bound)
+        if (type(info) is C.StreamSegmentInfo and info.is_sealed
+                and read.offset > info.write_offset):
+            raise BadOffsetError(f"cannot read {read.segment} at {read.offset}: past the end "
+                                 f"({info.write_offset}) of the sealed segment",
+                                 start_offset=info.start_offset, offset=read.offset)
 
     async def _table_probe(self, segment: str, command: Any, bound: float) -> Any:
         """Send a table command for a segment not known to be a table segment on a dedicated
