@@ -15,6 +15,7 @@ Two kinds of peer:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -309,24 +310,29 @@ async def test_a_silent_store_is_found_by_the_connections_keepalive_not_a_reply_
 
 # ---- SegmentReader against an embedded store that holds tail reads ---------------------------
 
-async def _store_with(segment: str, events=()) -> SegmentStore:
+@contextlib.asynccontextmanager
+async def _store_with(segment: str, events=()):
+    """An embedded store holding tail reads for HOLD_FOR s, with ``segment`` holding
+    ``events``."""
     store = SegmentStore(read_wait=HOLD_FOR)
     await store.start()
-    async with ConnectionPool(QUICK) as pool:
-        async with MetadataClient(pool, store.endpoint) as meta:
-            assert await meta.create(segment)
-        if events:
-            async with SegmentWriter(pool, store.endpoint, segment) as writer:
-                for event in events:
-                    writer.write_nowait(event)
-                await writer.flush()
-    return store
+    try:
+        async with ConnectionPool(QUICK) as pool:
+            async with MetadataClient(pool, store.endpoint) as meta:
+                assert await meta.create(segment)
+            if events:
+                async with SegmentWriter(pool, store.endpoint, segment) as writer:
+                    for event in events:
+                        writer.write_nowait(event)
+                    await writer.flush()
+        yield store
+    finally:
+        await store.stop()
 
 
 async def test_a_reader_idle_at_the_tail_outlives_every_client_timeout():
     segment = "tail/stream/0.#epoch.0"
-    store = await _store_with(segment)
-    try:
+    async with _store_with(segment) as store:
         async with ConnectionPool(QUICK) as pool, \
                 SegmentReader(pool, store.endpoint, segment, retry=FAST,
                               reply_timeout=0.2) as reader:
@@ -341,14 +347,11 @@ async def test_a_reader_idle_at_the_tail_outlives_every_client_timeout():
             assert reader.connections == 1
             assert store.stats["KeepAlive"] >= 2  # the connection kept itself alive
         assert store.stats["ReadSegment"] == 2  # the held one, then the next one at the tail
-    finally:
-        await store.stop()
 
 
 async def test_read_event_timeout_leaves_the_held_read_for_the_next_call():
     segment = "tail/stream/1.#epoch.0"
-    store = await _store_with(segment, [b"first"])
-    try:
+    async with _store_with(segment, [b"first"]) as store:
         async with ConnectionPool(QUICK) as pool, \
                 SegmentReader(pool, store.endpoint, segment, retry=FAST,
                               reply_timeout=0.2) as reader:
@@ -365,14 +368,11 @@ async def test_read_event_timeout_leaves_the_held_read_for_the_next_call():
             # The held read brought it (not re-sent); then the next read waits at the tail.
             assert store.stats["ReadSegment"] == reads + 1
             assert reader.connections == 1
-    finally:
-        await store.stop()
 
 
 async def test_a_reader_past_the_end_of_a_sealed_embedded_segment_ends_without_reading():
     segment = "tail/stream/2.#epoch.0"
-    store = await _store_with(segment, [b"only"])
-    try:
+    async with _store_with(segment, [b"only"]) as store:
         async with ConnectionPool(QUICK) as pool:
             async with MetadataClient(pool, store.endpoint) as meta:
                 await meta.seal(segment)
@@ -386,5 +386,3 @@ async def test_a_reader_past_the_end_of_a_sealed_embedded_segment_ends_without_r
                 with pytest.raises(EndOfSegment):
                     await reader.read_event(timeout=5)
         assert store.stats["ReadSegment"] == 1  # only the read at the very end
-    finally:
-        await store.stop()
