@@ -140,8 +140,8 @@ async def test_wrong_host_and_expired_token_are_retried():
 
 
 async def test_sealed_stream_hands_back_unacknowledged_events_and_readers_end():
-    async with EmbeddedCluster(1, read_wait=HELD) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
-            ConnectionPool() as pool:
+    async with EmbeddedCluster(1, read_wait=HELD) as cluster, \
+            ControllerClient(cluster.controller_uri) as ctl, ConnectionPool() as pool:
         (segment,) = await _stream(ctl, "sealed", 1)
         events = _events("s", 30)
         writer = await SegmentWriter.open(pool, ctl, segment.name)
