@@ -630,12 +630,12 @@ class SegmentReader:
             self._fail(SegmentTruncatedError(
                 f"{self.segment}: offset {offset} is not readable; the segment does not exist"))
             return
-        length = reply.write_offset
-        if offset <= length:
-            self._known_end = max(self._known_end, length)
+        size = reply.write_offset
+        if offset <= size:
+            self._known_end = max(self._known_end, size)
         elif reply.is_sealed:  # a read there would make the store close the connection
             log.debug("reader %s: offset %d is past the end (%d) of the sealed segment",
-                      self.segment, offset, length)
+                      self.segment, offset, size)
             self._answered()
             self._failures = 0
             self._end = True
