@@ -22,7 +22,7 @@ import pytest
 
 from pravega_wire import commands as C
 from pravega_wire.client import MetadataClient, RetryPolicy, SegmentReader, SegmentWriter
-from pravega_wire.client.raw import RawClient
+from pravega_wire.client.raw import ConditionalWriter, RawClient
 from pravega_wire.client.reader import EndOfSegment
 from pravega_wire.codec import decode
 from pravega_wire.errors import (AdminCommandError, BadOffsetError, ConnectionFailedError,
@@ -134,6 +134,21 @@ async def test_an_attribute_update_on_a_sealed_segment_is_a_sealed_error():
             await meta.compare_and_set_attribute(segment, uuid.uuid4(), C.NULL_ATTRIBUTE_VALUE,
                                                  1)
     assert not store.errors
+
+
+async def test_a_conditional_write_to_a_sealed_segment_is_a_sealed_error():
+    """SetupAppend on a sealed segment succeeds (setup_append_sealed); the append then gets
+    SegmentIsSealed (append_after_seal)."""
+    (setup,) = answer("setup_append_sealed", "SetupAppend")[1]
+    async with ScriptedStore(answer("setup_append_sealed", "SetupAppend"),
+                             ("ConditionalAppend",
+                              answer("append_after_seal", "AppendBlockEnd", 1)[1])) as store, \
+            ConnectionPool(QUICK) as pool, \
+            ConditionalWriter(pool, store.endpoint, setup.segment,
+                              writer_id=setup.writer_id) as writer:
+        with pytest.raises(SegmentSealedError):
+            await writer.write(b"late", 0)
+    assert store.request_types() == ["SetupAppend", "ConditionalAppend"] and not store.errors
 
 
 # ---- requests that would make the store close a shared connection ---------------------------
