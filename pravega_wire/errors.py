@@ -10,6 +10,7 @@ __all__ = [
     "IncompatibleVersionError", "WrongHostError", "SegmentSealedError", "NoSuchSegmentError",
     "SegmentTruncatedError", "AuthenticationError", "TokenExpiredError", "RetriesExhaustedError",
     "TimeoutError", "ServerError", "EncoderStateError", "ConditionalAppendError",
+    "BadOffsetError", "WrongSegmentTypeError", "AdminCommandError",
 ]
 
 
@@ -112,3 +113,26 @@ class EncoderStateError(PravegaWireError, RuntimeError):
 class ConditionalAppendError(PravegaWireError, ValueError):
     """A conditional :class:`Append` (``expected_length`` set) was given to the block path
     (Java: IllegalArgumentException). Send a ``ConditionalAppend`` command instead."""
+
+
+class BadOffsetError(PravegaWireError, ValueError):
+    """An offset beyond the segment's length: the store answered a TruncateSegment past the end
+    with ``SegmentIsTruncated`` (Java: ``BadOffsetException``) and left the segment unchanged.
+    ``start_offset`` is the segment's start, ``offset`` the offset asked for."""
+
+    def __init__(self, message: str, *, start_offset: int = -1, offset: int = -1):
+        super().__init__(message)
+        self.start_offset = start_offset
+        self.offset = offset
+
+
+class WrongSegmentTypeError(PravegaWireError):
+    """A table command for a segment that is not a table segment (a stream segment): Pravega's
+    store closes the whole connection without a reply, so such a command is tried on a
+    connection of its own, and that close becomes this error."""
+
+
+class AdminCommandError(PravegaWireError, ValueError):
+    """A command only a segment store's admin port serves (FlushToStorage, ListStorageChunks):
+    on the data port the store closes the whole connection, so it is refused before it is
+    sent."""

@@ -19,6 +19,8 @@ from pravega_wire.server import EmbeddedCluster  # noqa: E402
 
 pytestmark = pytest.mark.asyncio
 
+#: A store's hold of a read at the tail (Pravega's: about two minutes).
+HELD = 120.0
 FAST_RETRY = RetryPolicy(initial_delay=0.005, multiplier=2, max_delay=0.2, attempts=30)
 
 
@@ -44,7 +46,10 @@ async def _stream(controller, name: str, segments: int) -> list:
 
 async def test_many_writers_and_readers_stay_within_the_pool_cap():
     cap = 2
-    async with EmbeddedCluster(3) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+    # The stores hold a read at the tail for minutes, as Pravega's does: far longer than the
+    # readers' waits below, which time out and leave the held read for the next call.
+    async with EmbeddedCluster(3, read_wait=HELD) as cluster, \
+            ControllerClient(cluster.controller_uri) as ctl, \
             ConnectionPool(ClientConfig(max_connections_per_segment_store=cap)) as pool:
         segments = await _stream(ctl, "many", 64)
         writers = [SegmentWriter(pool, ctl, segments[i % 64].name) for i in range(200)]
@@ -135,8 +140,8 @@ async def test_wrong_host_and_expired_token_are_retried():
 
 
 async def test_sealed_stream_hands_back_unacknowledged_events_and_readers_end():
-    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
-            ConnectionPool() as pool:
+    async with EmbeddedCluster(1, read_wait=HELD) as cluster, \
+            ControllerClient(cluster.controller_uri) as ctl, ConnectionPool() as pool:
         (segment,) = await _stream(ctl, "sealed", 1)
         events = _events("s", 30)
         writer = await SegmentWriter.open(pool, ctl, segment.name)

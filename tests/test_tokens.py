@@ -388,18 +388,29 @@ async def test_an_expired_token_goes_back_to_the_caching_provider():
 
 
 @pytest.mark.asyncio
-async def test_a_store_that_refuses_a_token_as_expired_gets_a_fresh_one():
+async def test_a_jwt_past_its_expiry_is_never_sent_on_a_read():
+    """A store refuses a read for an expired token with the read offset as request id (Java's
+    quirk), a refusal no flow receives; and reads have no reply timeout (a store holds reads at
+    the tail for minutes). So a provider's JWT whose ``exp`` has passed is not sent: the reader
+    asks again with ``expired=True`` and sends the fresh one."""
     cluster, pool = fake_setup([b"a", b"b"], limit=9)
-    cluster.valid_tokens = {"t2", "t3", "t4", "t5"}
-    cluster.expired_tokens = {"t1"}
-    tokens = Counting()
+    stale, fresh = jwt({"exp": 1000}), jwt({"exp": 4102444800})  # 1970 and 2100
+    cluster.valid_tokens = {fresh}
+    cluster.expired_tokens = {stale}
+    calls = []
+
+    async def tokens(segment, expired):
+        calls.append(expired)
+        return fresh if expired else stale
+
     async with SegmentReader(pool, cluster.endpoints[0], SEG, token_provider=tokens,
-                             retry=FAST, reply_timeout=0.05) as reader:
-        # The refusal carries the read offset as request id (Java's quirk), so it reaches no
-        # flow: the unanswered read makes the reader reconnect and ask for a fresh token.
+                             retry=FAST) as reader:
         assert await read_to_end(reader) == [b"a", b"b"]
-    assert tokens.calls[:2] == [(SEG, False), (SEG, True)]
-    assert all(not expired for _, expired in tokens.calls[2:])
+        assert reader.connections == 1  # no reconnect: the stale token was never sent
+    sent = [r.delegation_token for f in pool.flows for r in f.sent_of(C.ReadSegment)]
+    assert sent and set(sent) == {fresh}
+    assert calls == [False, True] * len(sent)
+    assert not pool.unrouted  # no refusal went astray
 
 
 @pytest.mark.asyncio

@@ -1,17 +1,35 @@
 """Request/response over a pooled flow (Pravega's ``RawClient``, PROTOCOL.md §8), and the
-clients built on it: segment metadata and the conditional writer (§9.2)."""
+clients built on it: segment metadata and the conditional writer (§9.2).
+
+Requests that make Pravega's segment store close the whole connection are never sent on a
+shared (pooled) one, since every other flow on it would lose its pending reply:
+
+- FlushToStorage and ListStorageChunks are admin-port commands: refused locally with
+  :class:`~pravega_wire.errors.AdminCommandError`.
+- A ReadSegment past the end of a sealed segment: a ReadSegment sent through a RawClient is
+  preceded by a GetStreamSegmentInfo on the same flow, and one past the end of a sealed segment
+  raises :class:`~pravega_wire.errors.BadOffsetError` instead of being sent.
+- A table command for a stream segment: the store cannot be asked what type a segment is
+  without the risk, so the first table command for a segment goes on a dedicated connection
+  of its own; a table reply there marks the segment as a table segment (a bounded cache per
+  client, forgotten on NoSuchSegment) and later table commands for it share the pooled
+  connection; a close without a reply there is
+  :class:`~pravega_wire.errors.WrongSegmentTypeError`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import uuid
 from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
 from .. import commands as C
-from ..errors import (ServerError, AuthenticationError, ConnectionClosedError, ConnectionFailedError,
-                      IncompatibleVersionError, NoSuchSegmentError, PravegaWireError,
-                      SegmentSealedError, SegmentTruncatedError, TimeoutError, TokenExpiredError,
-                      WrongHostError)
+from ..errors import (ServerError, AdminCommandError, AuthenticationError, BadOffsetError,
+                      ConnectionClosedError, ConnectionFailedError, IncompatibleVersionError,
+                      NoSuchSegmentError, PravegaWireError, SegmentSealedError,
+                      SegmentTruncatedError, TimeoutError, TokenExpiredError, WrongHostError,
+                      WrongSegmentTypeError)
 from ..flow import Flow
 from ._common import (RetryPolicy, SegmentLocator, TokenProvider, _endpoint, as_locator,
                       event_bytes, no_token, open_flow)
@@ -24,6 +42,41 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 
 _ASYNC_TIMEOUTS = (asyncio.TimeoutError, TimeoutError)
 
+#: Commands only a store's admin port serves; the data port closes the connection on them.
+_ADMIN_COMMANDS = (C.FlushToStorage, C.ListStorageChunks)
+#: Table commands: on a stream segment the store closes the connection without a reply.
+_TABLE_COMMANDS = (C.CreateTableSegment, C.DeleteTableSegment, C.UpdateTableEntries,
+                   C.RemoveTableKeys, C.ReadTable, C.ReadTableKeys, C.ReadTableEntries,
+                   C.ReadTableEntriesDelta, C.GetTableSegmentInfo)
+#: Replies that only a table segment gives to a table command (and that leave it existing).
+_TABLE_REPLIES = (C.SegmentCreated, C.TableSegmentInfo,
+                  C.TableEntriesUpdated, C.TableKeysRemoved, C.TableRead, C.TableKeysRead,
+                  C.TableEntriesRead, C.TableEntriesDeltaRead, C.TableSegmentNotEmpty,
+                  C.TableKeyDoesNotExist, C.TableKeyBadVersion)
+#: Table segments a RawClient remembers (least recently used forgotten first).
+TABLE_SEGMENT_CACHE = 1024
+
+
+def _table_segment(command: Any) -> str:
+    return command.segment_name if type(command) is C.GetTableSegmentInfo else command.segment
+
+
+class _DedicatedExchange:
+    """The listener of a dedicated connection carrying one request: its reply, or the close."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future):
+        self.future = future
+
+    def reply_received(self, reply: Any) -> None:
+        if type(reply) not in (C.Hello, C.KeepAlive) and not self.future.done():
+            self.future.set_result(reply)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc or ConnectionFailedError("connection closed"))
+
 
 class RawClient:
     """Sends requests on one pooled flow and matches each reply to its request by request id.
@@ -35,6 +88,11 @@ class RawClient:
     a lost connection close the client: every pending request fails with that error, and so
     does every later one. Every request is bounded by ``timeout`` (TimeoutError; the client
     stays open). :meth:`close` fails what is pending with ConnectionClosedError.
+
+    Commands that would make the store close the shared connection are not sent on it (see the
+    module's documentation): FlushToStorage / ListStorageChunks raise AdminCommandError, and
+    the first table command for a segment goes on a dedicated connection (WrongSegmentTypeError
+    if the store closes it without a reply).
     """
 
     def __init__(self, pool: Any, endpoint: Tuple[str, int], *,
@@ -50,6 +108,7 @@ class RawClient:
         self._pending: Dict[int, asyncio.Future] = {}
         self._closed: Optional[BaseException] = None
         self._connecting: Optional[asyncio.Task] = None
+        self._tables: "collections.OrderedDict[str, None]" = collections.OrderedDict()
         #: ``min(17, server's high version)`` once the server's Hello arrived.
         self.server_version: Optional[int] = None
 
@@ -113,6 +172,25 @@ class RawClient:
         flow = await self._connection()
         request_id = self._sequence.next_request_id()
         command = make(request_id)
+        kind = type(command)
+        if kind in _ADMIN_COMMANDS:
+            raise AdminCommandError(f"{kind.__name__} is served by a segment store's admin port "
+                                    f"only; on {self.endpoint} it would close the connection")
+        bound = self.timeout if timeout is None else timeout
+        if kind is C.ReadSegment:
+            await self._check_read(flow, command, bound)
+        if kind in _TABLE_COMMANDS:
+            segment = _table_segment(command)
+            if segment in self._tables:
+                self._tables.move_to_end(segment)
+            else:
+                return await self._table_probe(segment, command, bound)
+        reply = await self._exchange(flow, request_id, command, bound)
+        if kind in _TABLE_COMMANDS and type(reply) in (C.NoSuchSegment, C.SegmentDeleted):
+            self._tables.pop(_table_segment(command), None)  # gone: its name may come back
+        return reply
+
+    async def _exchange(self, flow: Any, request_id: int, command: Any, bound: float) -> Any:
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
@@ -124,7 +202,6 @@ class RawClient:
         except BaseException:
             self._pending.pop(request_id, None)
             raise
-        bound = self.timeout if timeout is None else timeout
         try:
             return await asyncio.wait_for(future, bound)
         except _ASYNC_TIMEOUTS:
@@ -132,6 +209,52 @@ class RawClient:
                                f"within {bound} s") from None
         finally:
             self._pending.pop(request_id, None)
+
+    async def _check_read(self, flow: Any, read: Any, bound: float) -> None:
+        """Raise BadOffsetError if ``read`` lies past the end of a sealed segment (the store
+        would close the connection); any other answer lets the read go."""
+        request_id = self._sequence.next_request_id()
+        info = await self._exchange(flow, request_id, C.GetStreamSegmentInfo(
+            request_id, read.segment, read.delegation_token), bound)
+        if (type(info) is C.StreamSegmentInfo and info.is_sealed
+                and read.offset > info.write_offset):
+            raise BadOffsetError(f"cannot read {read.segment} at {read.offset}: past the end "
+                                 f"({info.write_offset}) of the sealed segment",
+                                 start_offset=info.start_offset, offset=read.offset)
+
+    async def _table_probe(self, segment: str, command: Any, bound: float) -> Any:
+        """Send a table command for a segment not known to be a table segment on a dedicated
+        connection: a table reply marks the segment; a close without reply is
+        WrongSegmentTypeError."""
+        future = asyncio.get_running_loop().create_future()
+        name = type(command).__name__
+        try:
+            flow = await asyncio.wait_for(open_flow(self._pool.open_dedicated_flow(
+                self.endpoint, _DedicatedExchange(future))), bound)
+        except _ASYNC_TIMEOUTS:
+            raise ConnectionFailedError(f"no connection to {self.endpoint} within {bound} s "
+                                        f"for {name}") from None
+        try:
+            flow.send(command)
+            reply = await asyncio.wait_for(future, bound)
+        except _ASYNC_TIMEOUTS:
+            raise TimeoutError(f"no reply to {name} from {self.endpoint} within {bound} s"
+                               ) from None
+        except ConnectionClosedError:
+            raise
+        except ConnectionFailedError as e:
+            raise WrongSegmentTypeError(
+                f"{self.endpoint} closed the connection on {name} for {segment} without a "
+                f"reply: it is not a table segment (or the request is malformed)") from e
+        finally:
+            flow.close()
+        if type(reply) is C.Hello:  # pragma: no cover - filtered by the listener
+            return reply
+        if isinstance(reply, _TABLE_REPLIES):
+            self._tables[segment] = None
+            while len(self._tables) > TABLE_SEGMENT_CACHE:
+                self._tables.popitem(last=False)
+        return reply
 
     # ---- the flow's listener ----------------------------------------------------------------
 
@@ -198,10 +321,17 @@ class RawClient:
 
 
 class SegmentInfo:
-    """What GetStreamSegmentInfo says about a segment."""
+    """What GetStreamSegmentInfo says about a segment (:meth:`missing`: a segment that does not
+    exist)."""
 
     __slots__ = ("segment", "exists", "sealed", "deleted", "last_modified", "length",
                  "start_offset")
+
+    @classmethod
+    def missing(cls, segment: str) -> "SegmentInfo":
+        """A segment that does not exist (or was deleted: Pravega's store answers both with
+        NoSuchSegment): ``exists=False``, length and start 0."""
+        return cls(C.StreamSegmentInfo(-1, segment, False, False, False, 0, 0, 0))
 
     def __init__(self, reply: Any):
         self.segment: str = reply.segment_name
@@ -325,10 +455,12 @@ class MetadataClient(_SegmentClientBase):
     SegmentTruncatedError, AuthenticationError, ServerError)."""
 
     async def get_info(self, segment: str) -> SegmentInfo:
-        """The segment's length, start offset and state (``exists=False`` for a missing
-        segment)."""
-        reply = await self._call(segment, C.GetStreamSegmentInfo, C.StreamSegmentInfo,
-                                 segment_name=segment)
+        """The segment's length, start offset and state (``exists=False`` for a missing or
+        deleted segment: Pravega's store answers NoSuchSegment, :meth:`SegmentInfo.missing`)."""
+        reply = await self._call(segment, C.GetStreamSegmentInfo,
+                                 (C.StreamSegmentInfo, C.NoSuchSegment), segment_name=segment)
+        if type(reply) is C.NoSuchSegment:
+            return SegmentInfo.missing(segment)
         return SegmentInfo(reply)
 
     async def get_attribute(self, segment: str, attribute_id: uuid.UUID) -> int:
@@ -362,12 +494,18 @@ class MetadataClient(_SegmentClientBase):
             return
 
     async def truncate(self, segment: str, offset: int) -> None:
-        """Truncate at ``offset``; a segment already truncated at or past it counts as done."""
-        try:
-            await self._call(segment, C.TruncateSegment, C.SegmentTruncated, segment=segment,
-                             truncation_offset=offset)
-        except SegmentTruncatedError:
-            return
+        """Truncate at ``offset``; a segment already truncated at or past it counts as done
+        (the store answers SegmentIsTruncated and changes nothing). An ``offset`` beyond the
+        segment's length raises :class:`~pravega_wire.errors.BadOffsetError` (its
+        ``start_offset`` and ``offset``): the store answers that with SegmentIsTruncated too,
+        and leaves the segment unchanged. A sealed segment can be truncated."""
+        reply = await self._call(segment, C.TruncateSegment,
+                                 (C.SegmentTruncated, C.SegmentIsTruncated), segment=segment,
+                                 truncation_offset=offset)
+        if type(reply) is C.SegmentIsTruncated and offset > reply.start_offset:
+            raise BadOffsetError(f"cannot truncate {segment} at {offset}: beyond its length "
+                                 f"(it starts at {reply.start_offset})",
+                                 start_offset=reply.start_offset, offset=offset)
 
     async def delete(self, segment: str) -> bool:
         """Delete the segment; False if it did not exist."""

@@ -1,20 +1,39 @@
 """The segment reader: a segment's bytes, and the events in them, over a pooled flow.
 
-Behaviour follows Pravega's ``AsyncSegmentInputStreamImpl`` / ``SegmentInputStreamImpl``
-(PROTOCOL.md §9.4): one ``ReadSegment`` outstanding at a time with the fixed request id
-``flow_id << 32``, the next one sent as soon as a reply arrives while the buffer has room
-(prefetch); at the tail the server holds the read (long poll) and an empty reply just triggers
-the next one; ``SegmentIsSealed`` means end of segment; ``SegmentIsTruncated`` and
-``NoSuchSegment`` raise :class:`~pravega_wire.errors.SegmentTruncatedError`; WrongHost, expired
-tokens, lost connections and replies for the wrong offset are retried with backoff from the
-same offset.
+Behaviour follows Pravega's ``AsyncSegmentInputStreamImpl`` / ``SegmentInputStreamImpl``: one
+``ReadSegment`` outstanding at a time with the fixed request id ``flow_id << 32``, the next one
+sent as soon as a reply arrives while the buffer has room (prefetch); ``SegmentIsSealed`` means
+end of segment; ``SegmentIsTruncated`` and ``NoSuchSegment`` raise
+:class:`~pravega_wire.errors.SegmentTruncatedError`; WrongHost, expired tokens, lost connections
+and replies for the wrong offset are retried with backoff from the same offset.
+
+Reads at the tail. A segment store holds a ``ReadSegment`` at (or past) the tail of an open
+segment until data arrives (then it answers at once with the new bytes), the segment is sealed
+(``SegmentIsSealed``) or its hold expires (Pravega's store: about two minutes; then an empty
+``SegmentRead`` with ``at_tail``, after which the reader simply sends the same read again). As in
+Java, a read has no reply timeout: the reader keeps its one read outstanding for as long as the
+store holds it, and a ``read_event(timeout=...)`` / ``read(timeout=...)`` that times out leaves
+it outstanding for the next call. A dead store or connection is found by the connection itself
+(:class:`~pravega_wire.connection.ConnectionConfig` ``keepalive_interval`` and
+``read_timeout``: a KeepAlive goes out when nothing arrived for an interval, the store echoes
+it, and a connection silent for ``read_timeout`` fails its flows); the reader then reconnects.
+
+Reading past the end of a *sealed* segment makes Pravega's store close the whole connection
+(every flow on it loses its pending reply). A reader therefore never sends a read at an offset it
+has not seen to be within the segment: before the first read beyond what it has received (a
+reader created with ``offset`` > 0) it asks for the segment's info on its own flow (request id
+``flow_id << 32 | 1``); an offset past the end of a sealed segment is then the end
+(:class:`EndOfSegment`), never a read.
 
 Delegation tokens: as Java's reader does, a reader with a token provider asks it for the token
 of every ``ReadSegment`` (so a provider that renews its token before it expires, such as
 :class:`~pravega_wire.client._common.CachingTokenProvider`, keeps a long-lived connection's
-reads authorized). ``expired=True`` is passed after the store refused a token as expired or a
-read went unanswered. Without one (:func:`~pravega_wire.client._common.no_token`, auth off)
-every read carries ``""`` and is sent at once.
+reads authorized). ``expired=True`` is passed after the store refused a token as expired, and
+when the provider handed out a JWT whose ``exp`` has already passed by the local clock: such a
+token is never sent, because the store refuses a read for an expired token with the read offset
+where the request id belongs (Java's ``PravegaRequestProcessor.readSegment``), a refusal no flow
+receives. Without a provider (:func:`~pravega_wire.client._common.no_token`, auth off) every
+read carries ``""`` and is sent at once.
 
 Payloads are not copied more than once: an event that lies inside one received chunk comes back
 as a ``memoryview`` of it; only an event that spans chunks is assembled (one copy, ``bytes``).
@@ -27,6 +46,7 @@ import collections
 import functools
 import logging
 import struct
+import time
 from typing import Any, List, Optional, Union
 
 from .. import commands as C
@@ -34,7 +54,7 @@ from ..errors import (AuthenticationError, ConnectionClosedError, ConnectionFail
                       IncompatibleVersionError, InvalidMessageError, RetriesExhaustedError,
                       SegmentTruncatedError, TimeoutError, TokenExpiredError, WrongHostError)
 from ._common import (CachingTokenProvider, FlowListener, RetryPolicy, SegmentLocator,
-                      TokenProvider, as_locator, no_token, open_flow)
+                      TokenProvider, as_locator, no_token, open_flow, token_expiry)
 
 __all__ = ["SegmentReader", "EndOfSegment", "DEFAULT_BUFFER_SIZE", "DEFAULT_REPLY_TIMEOUT",
            "MAX_READ"]
@@ -45,9 +65,8 @@ log = logging.getLogger("pravega_wire.client.reader")
 DEFAULT_BUFFER_SIZE = 1024 * 1024
 #: Largest single read the reader asks for (the server clamps to 2 MiB anyway).
 MAX_READ = 2 * 1024 * 1024
-#: Seconds a read may go unanswered before the reader reconnects (with a fresh token). The
-#: store answers a read at the tail within its long-poll bound (about a second), so only a lost
-#: or misrouted reply waits this long.
+#: Seconds the token provider may take to answer before the reader counts a failed attempt
+#: (reads themselves have no reply timeout: see the module's documentation).
 DEFAULT_REPLY_TIMEOUT = 30.0
 #: Smallest read the reader asks for while its buffer has room (Java: 256 KiB).
 _MIN_READ = 256 * 1024
@@ -55,6 +74,12 @@ _MIN_READ = 256 * 1024
 _EVENT_HEADER = struct.Struct(">ii")
 _unpack_header = _EVENT_HEADER.unpack_from
 _ASYNC_TIMEOUTS = (asyncio.TimeoutError, TimeoutError)
+
+
+def _expired_jwt(token: str) -> bool:
+    """True if ``token`` is a JWT whose ``exp`` has passed by the local clock."""
+    exp = token_expiry(token) if token else None
+    return exp is not None and exp <= time.time()
 
 
 class EndOfSegment(Exception):
@@ -67,15 +92,19 @@ class SegmentReader:
     ``await read_event()`` returns the next event's payload (a memoryview or bytes), raising
     :class:`EndOfSegment` at the end of a sealed segment or at ``end_offset``;
     ``await read(max_bytes)`` returns raw bytes. ``timeout`` bounds one call's wait for data
-    (at the tail of a segment that is still written, a read waits for new data).
+    (at the tail of a segment that is still written, a read waits for new data): when it
+    passes, the call raises :class:`~pravega_wire.errors.TimeoutError` (an
+    ``asyncio.TimeoutError`` too on Python 3.11+) and the read the store holds stays
+    outstanding, for the next call to pick up.
 
     ``offset`` is the position of the next byte the caller gets. One coroutine reads at a time.
 
     ``token_provider`` (``async (segment, expired) -> token``) is asked for the token of every
-    ``ReadSegment``; ``reply_timeout`` bounds each read from that question to its reply. A
-    provider that fails or does not answer in time counts as a failed attempt (a reconnect with
-    backoff, as for a lost connection); when the ``retry`` policy's attempts run out the reader
-    fails with RetriesExhaustedError whose ``__cause__`` is the last error. A provider that
+    ``ReadSegment``; ``reply_timeout`` bounds its answer (reads themselves have no reply
+    timeout, as in Java: a store holds a read at the tail for minutes). A provider that fails or
+    does not answer in time counts as a failed attempt (a reconnect with backoff, as for a lost
+    connection); when the ``retry`` policy's attempts run out the reader fails with
+    RetriesExhaustedError whose ``__cause__`` is the last error. A provider that
     gives no awaitable, or a token that is not a ``str``, fails the reader with TypeError.
     Use a :class:`~pravega_wire.client._common.CachingTokenProvider` when fetching a token is
     costly: while its token is in force the reader takes it synchronously (no task per read).
@@ -117,8 +146,13 @@ class SegmentReader:
         self.offset = offset
         self._fetch_offset = offset  # position of the next byte to request
         self._outstanding: Optional[int] = None  # offset of the read in flight
+        # Offsets up to this one are known to lie within the segment (received, or below its
+        # length): a read there can never be past the end of a sealed segment.
+        self._known_end = 0
+        # (length, token) of the read at _outstanding while the segment's info is asked first.
+        self._checking: Optional[tuple] = None
         self._reply_timeout = reply_timeout
-        self._overdue: Optional[asyncio.TimerHandle] = None  # fires if that read is not answered
+        self._overdue: Optional[asyncio.TimerHandle] = None  # fires if the token is late
         self._end = False  # the server said end of segment at _fetch_offset
         self._wanted = 0  # bytes the waiting caller needs buffered (may exceed buffer_size)
         self._error: Optional[BaseException] = None
@@ -128,7 +162,8 @@ class SegmentReader:
         self._token_expired = False  # the next token asked for must be a fresh one
         # Ask the provider for every read (with ``no_token``, reads are sent at once with "").
         self._token_per_read = token_provider is not no_token
-        # A caching provider's token still in force is taken synchronously: no task per read.
+        # A caching provider's token still in force is taken synchronously: no task per read
+        # (and it renews a JWT before its expiry by its own clock: no check of ours needed).
         self._cached_token = (token_provider.cached
                               if isinstance(token_provider, CachingTokenProvider) else None)
         self._token_task: Optional[asyncio.Future] = None  # asking for the outstanding read
@@ -354,17 +389,20 @@ class SegmentReader:
         if self._token_per_read:
             self._ask_token(flow, length)
             return
-        if self._send_read(flow, self._fetch_offset, length, self._token):
-            self._overdue = self._loop.call_later(self._reply_timeout, self._read_overdue)
+        self._send_read(flow, self._fetch_offset, length, self._token)
 
-    def _send_read(self, flow: Any, offset: int, length: int, token: str) -> bool:
-        """Send the ReadSegment; False (and the flow given up) if the connection is gone."""
+    def _send_read(self, flow: Any, offset: int, length: int, token: str) -> None:
+        """Send the ReadSegment, or first a GetStreamSegmentInfo if ``offset`` is not known to
+        lie within the segment (:meth:`_segment_info` then sends the read); the flow is given
+        up if the connection is gone."""
         try:
-            flow.send(C.ReadSegment(self.segment, offset, length, token, self.request_id))
+            if offset > self._known_end:
+                self._checking = (length, token)
+                flow.send(C.GetStreamSegmentInfo(self.request_id | 1, self.segment, token))
+            else:
+                flow.send(C.ReadSegment(self.segment, offset, length, token, self.request_id))
         except ConnectionFailedError as e:
             self._lost(e)
-            return False
-        return True
 
     def _ask_token(self, flow: Any, length: int) -> None:
         """Ask the token provider for the token of the read at ``_outstanding`` (set: no other
@@ -375,16 +413,15 @@ class SegmentReader:
             # was taken, so that question is moot.
             self._abandon_token()
         offset = self._outstanding
-        if self._cached_token is not None and not self._token_expired:
+        expired = self._token_expired
+        if self._cached_token is not None and not expired:
             token = self._cached_token(self.segment)
             if token is not None:
                 self._token = token
-                if self._send_read(flow, offset, length, token):
-                    self._overdue = self._loop.call_later(self._reply_timeout,
-                                                          self._read_overdue)
+                self._send_read(flow, offset, length, token)
                 return
         try:
-            asking = self._tokens(self.segment, self._token_expired)
+            asking = self._tokens(self.segment, expired)
         except Exception as e:  # noqa: BLE001 - a failed attempt, retried
             self._lost(e)
             return
@@ -396,15 +433,20 @@ class SegmentReader:
                                  f"{type(asking).__name__}, not an awaitable"))
             return
         self._token_task = task
-        self._overdue = self._loop.call_later(self._reply_timeout, self._read_overdue)
-        task.add_done_callback(functools.partial(self._token_ready, flow, offset, length))
+        self._overdue = self._loop.call_later(self._reply_timeout, self._token_overdue)
+        task.add_done_callback(functools.partial(self._token_ready, flow, offset, length,
+                                                 expired))
 
-    def _token_ready(self, flow: Any, offset: int, length: int, task: asyncio.Future) -> None:
+    def _token_ready(self, flow: Any, offset: int, length: int, expired: bool,
+                     task: asyncio.Future) -> None:
         if task is not self._token_task:  # abandoned (flow dropped, reader closed, timed out)
             if not task.cancelled():
                 task.exception()  # retrieved: never logged
             return
         self._token_task = None
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
         if task.cancelled():  # the provider's own awaitable was cancelled
             self._lost(ConnectionFailedError(
                 f"the token provider for {self.segment} was cancelled"))
@@ -422,9 +464,15 @@ class SegmentReader:
             return
         if self._closed or self._flow is not flow or self._outstanding != offset:
             return  # cannot happen while the task is current; nothing to send it for
+        if not expired and self._cached_token is None and _expired_jwt(token):
+            # The store would refuse it with a reply no flow receives: ask for a fresh one
+            # (once: a fresh token the local clock calls expired is sent, the store decides).
+            self._token_expired = True
+            self._ask_token(flow, length)
+            return
         self._token_expired = False
         self._token = token
-        self._send_read(flow, offset, length, token)  # (its reply timeout already runs)
+        self._send_read(flow, offset, length, token)
 
     def _abandon_token(self) -> None:
         """Withdraw the question for a token (its answer will be ignored)."""
@@ -435,18 +483,14 @@ class SegmentReader:
     def _answered(self) -> None:
         """The outstanding read got its reply (or was abandoned)."""
         self._outstanding = None
+        self._checking = None
         if self._overdue is not None:
             self._overdue.cancel()
             self._overdue = None
 
-    def _read_overdue(self) -> None:
-        """No reply to a read for ``reply_timeout`` s, though the server answers a read at the
-        tail within its long-poll bound. One way this happens: a store refuses a ReadSegment for
-        an expired token with the read offset where the request id belongs (Java's quirk), so the
-        refusal is routed to another flow and dropped. Reconnect with a fresh token.
-
-        Or the token provider did not answer within that time (the read was never sent):
-        withdraw the question and reconnect (the token was not refused: no fresh one is
+    def _token_overdue(self) -> None:
+        """The token provider did not answer within ``reply_timeout`` s (the read was never
+        sent): withdraw the question and reconnect (the token was not refused: no fresh one is
         demanded)."""
         self._overdue = None
         task, self._token_task = self._token_task, None
@@ -454,10 +498,6 @@ class SegmentReader:
             task.cancel()
             self._lost(TimeoutError(f"no token for a read of {self.segment} at offset "
                                     f"{self._outstanding} within {self._reply_timeout} s"))
-            return
-        self._token_expired = True
-        self._lost(TimeoutError(f"no reply to a read of {self.segment} at offset "
-                                f"{self._outstanding} within {self._reply_timeout} s"))
 
     async def _connect(self) -> None:
         try:
@@ -541,8 +581,11 @@ class SegmentReader:
             self._segment_read(reply)
         elif t is C.Hello or t is C.KeepAlive:
             return
+        elif t is C.StreamSegmentInfo:
+            self._segment_info(reply)
         elif t is C.SegmentIsSealed:
-            # The end: PROTOCOL.md §9.4 treats it as an empty SegmentRead with endOfSegment.
+            # A held read whose segment was sealed: the end at the read's offset (Java's reader
+            # takes it for an empty SegmentRead with endOfSegment).
             if reply.offset in (self._outstanding, -1) and self._outstanding is not None:
                 self._answered()
                 self._failures = 0
@@ -573,6 +616,39 @@ class SegmentReader:
             self._lost(ConnectionFailedError(f"reader of {self.segment}: unexpected reply "
                                              f"{reply!r}"))
 
+    def _segment_info(self, reply: Any) -> None:
+        """The answer to the info asked before a read beyond :attr:`_known_end`."""
+        checking, self._checking = self._checking, None
+        offset, flow = self._outstanding, self._flow
+        if (checking is None or offset is None or flow is None
+                or reply.request_id != self.request_id | 1 or reply.segment_name != self.segment):
+            self._lost(InvalidMessageError(f"unexpected {reply!r} for the reader of "
+                                           f"{self.segment}"))
+            return
+        if not reply.exists or reply.is_deleted:
+            self._drop_flow()
+            self._fail(SegmentTruncatedError(
+                f"{self.segment}: offset {offset} is not readable; the segment does not exist"))
+            return
+        size = reply.write_offset
+        if offset <= size:
+            self._known_end = max(self._known_end, size)
+        elif reply.is_sealed:  # a read there would make the store close the connection
+            log.debug("reader %s: offset %d is past the end (%d) of the sealed segment",
+                      self.segment, offset, size)
+            self._answered()
+            self._failures = 0
+            self._end = True
+            self._wake()
+            return
+        # Within the segment, or past the end of an open one (held there like a tail read).
+        self._failures = 0
+        length, token = checking
+        try:
+            flow.send(C.ReadSegment(self.segment, offset, length, token, self.request_id))
+        except ConnectionFailedError as e:
+            self._lost(e)
+
     def _segment_read(self, reply: Any) -> None:
         if reply.segment != self.segment or reply.offset != self._outstanding:
             self._lost(InvalidMessageError(
@@ -595,6 +671,8 @@ class SegmentReader:
             self._chunks.append(data)
             self._buffered += n
             self._fetch_offset += n
+            if self._fetch_offset > self._known_end:
+                self._known_end = self._fetch_offset
         if reply.end_of_segment:
             self._end = True
         self._maybe_fetch()
