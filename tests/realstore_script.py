@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
-from pathlib import Path
 from typing import Any, Deque, List, Optional, Tuple
 
 from pravega_wire import commands as C
 from pravega_wire.codec import FrameDecoder, decode, encode
+from realstore import load_scenarios
 
-RECORDED = json.loads((Path(__file__).parent / "data" / "realstore" / "public.json")
-                      .read_text())
-SCENARIOS = {s["name"]: s for s in RECORDED["scenarios"]}
+SCENARIOS = {s["name"]: s for s in load_scenarios()}
 
 #: A script entry's answer: the connection is closed without a frame.
 CLOSE = "close"
