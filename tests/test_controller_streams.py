@@ -373,3 +373,55 @@ async def test_delete_scope_recursive_removes_streams_segments_and_transactions(
     await ctl.delete_scope_recursive("sc")  # a missing scope: nothing to do
     with pytest.raises(SegmentTruncatedError):  # a reader's view of a deleted segment
         await _read(pool, ctl, "sc/one/0.#epoch.0", 1)
+
+
+# ---- StreamManager ---------------------------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_stream_manager_administers_scopes_and_streams():
+    from pravega_wire.client.manager import StreamCut, StreamManager
+
+    async with EmbeddedCluster(2) as cluster, StreamManager(cluster.controller_uri) as manager, \
+            ControllerClient(cluster.controller_uri) as ctl, ConnectionPool() as pool:
+        assert await manager.create_scope("sc")
+        assert await manager.scope_exists("sc")
+        config = StreamConfiguration(ScalingPolicy.fixed(2), RetentionPolicy.by_size(1 << 20),
+                                     ("t1",))
+        assert await manager.create_stream("sc", "st", config)
+        assert not await manager.create_stream("sc", "st", config)
+        assert await manager.create_stream("sc", "plain")
+        assert await manager.get_stream_configuration("sc", "plain") == StreamConfiguration()
+        assert await manager.get_stream_tags("sc", "st") == ("t1",)
+        assert await manager.list_streams("sc") == ["plain", "st"]
+        assert await manager.list_streams("sc", tag="t1") == ["st"]
+        await manager.update_stream("sc", "plain", StreamConfiguration(tags=("t1", "t2")))
+        assert await manager.list_streams("sc", tag="t1") == ["plain", "st"]
+
+        await _write(pool, ctl, "sc/st/0.#epoch.0", [b"a0", b"a1"])
+        await _write(pool, ctl, "sc/st/1.#epoch.0", [b"b0"])
+        event = 8 + 2
+        info = await manager.stream_info("sc", "st")
+        assert info.config == config and not info.sealed
+        assert info.head == StreamCut("sc", "st", {0: 0, 1: 0})
+        assert info.tail == StreamCut("sc", "st", {0: 2 * event, 1: event})
+
+        new = await manager.scale_stream("sc", "st", [0, 1], [(0.0, 1.0)])
+        assert [s.segment_id for s in new] == [E1 | 2]
+        await _write(pool, ctl, new[0].name, [b"c0"])
+        await manager.truncate_stream(info.tail)  # everything written before the scale
+        assert await manager.head_stream_cut("sc", "st") == info.tail
+        assert _stored(cluster, "sc/st/0.#epoch.0") is not None  # in the cut: truncated, kept
+        assert (await manager.tail_stream_cut("sc", "st")).positions == {E1 | 2: event}
+
+        await manager.seal_stream("sc", "st")
+        sealed = await manager.stream_info("sc", "st")
+        assert sealed.sealed and sealed.tail.positions == {E1 | 2: event}
+        with pytest.raises(ControllerError) as not_empty:
+            await manager.delete_scope("sc")
+        assert not_empty.value.status == "SCOPE_NOT_EMPTY"
+        assert await manager.delete_stream("sc", "st")
+        assert not await manager.stream_exists("sc", "st")
+        assert await manager.delete_scope("sc", recursive=True)
+        assert not await manager.scope_exists("sc")
+        assert not await manager.delete_scope("sc", recursive=True)
+        assert _stored(cluster, "sc/plain/0.#epoch.0") is None
