@@ -13,7 +13,9 @@ import pytest_asyncio
 
 pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
-from pravega_wire.client import MetadataClient, RetryPolicy, SegmentReader, SegmentWriter  # noqa: E402
+from pravega_wire.client import (  # noqa: E402
+    MetadataClient, RetryPolicy, SegmentReader, SegmentWriter,
+)
 from pravega_wire.client.controller import (  # noqa: E402
     ControllerClient, ControllerError, RetentionPolicy, ScalingPolicy, ScopeNotFoundError,
     StreamConfiguration, StreamNotFoundError,
@@ -62,6 +64,57 @@ async def env():
         yield cluster, ctl, pool
 
 
+# ---- the .proto -------------------------------------------------------------------------------
+
+#: Field numbers of the messages the stream RPCs added, as Pravega's Controller.proto numbers
+#: them (a wrong number is a silent incompatibility with the real controller and clients).
+PRAVEGA_FIELD_NUMBERS = {
+    "GetEpochSegmentsRequest": "streamInfo=1 epoch=2",
+    "StreamCut": "streamInfo=1 cut=2",
+    "StreamCutRange": "streamInfo=1 from=2 to=3",
+    "StreamCutRangeResponse": "segments=1 delegationToken=2",
+    "StreamCutValidityResponse": "response=1",
+    "ScaleRequest": "streamInfo=1 sealedSegments=2 newKeyRanges=3 scaleTimestamp=4",
+    "ScaleResponse": "status=1 segments=2 epoch=3",
+    "ScaleStatusRequest": "streamInfo=1 epoch=2",
+    "ScaleStatusResponse": "status=1",
+    "TxnId": "highBits=1 lowBits=2",
+    "CreateTxnRequest": "streamInfo=1 lease=2 scaleGracePeriod=3",
+    "CreateTxnResponse": "txnId=1 activeSegments=2 delegationToken=3",
+    "TxnRequest": "streamInfo=1 txnId=2 writerId=3 timestamp=4",
+    "PingTxnRequest": "streamInfo=1 txnId=2 lease=3",
+    "TxnStatus": "status=1",
+    "PingTxnStatus": "status=1",
+    "TxnState": "state=1",
+    "ListCompletedTxnRequest": "streamInfo=1",
+    "TxnResponse": "txnId=1 status=2",
+    "ListCompletedTxnResponse": "response=2",
+    "StreamsInScopeWithTagRequest": "scope=1 tag=2 continuationToken=3",
+    "StreamConfig": "streamInfo=1 scalingPolicy=2 retentionPolicy=3 tags=4 "
+                    "timestampAggregationTimeout=5 rolloverSizeBytes=6",
+    "RetentionPolicy": "retentionType=1 retentionParam=2 retentionMax=3",
+    "ScalingPolicy": "scaleType=1 targetRate=2 scaleFactor=3 minNumSegments=4",
+}
+
+
+def test_messages_carry_pravegas_field_numbers():
+    from pravega_wire._proto import controller_pb2
+
+    messages = controller_pb2.DESCRIPTOR.message_types_by_name
+    for name, fields in PRAVEGA_FIELD_NUMBERS.items():
+        assert " ".join(f"{f.name}={f.number}" for f in messages[name].fields) == fields, name
+    methods = controller_pb2.DESCRIPTOR.services_by_name["ControllerService"].methods_by_name
+    for rpc, request, reply in (
+            ("scale", "ScaleRequest", "ScaleResponse"),
+            ("checkScale", "ScaleStatusRequest", "ScaleStatusResponse"),
+            ("truncateStream", "StreamCut", "UpdateStreamStatus"),
+            ("getSegmentsBetween", "StreamCutRange", "StreamCutRangeResponse"),
+            ("listCompletedTransactions", "ListCompletedTxnRequest", "ListCompletedTxnResponse"),
+            ("listStreamsInScopeForTag", "StreamsInScopeWithTagRequest",
+             "StreamsInScopeResponse")):
+        assert (methods[rpc].input_type.name, methods[rpc].output_type.name) == (request, reply)
+
+
 # ---- naming ----------------------------------------------------------------------------------
 
 def test_transaction_ids_and_names_round_trip():
@@ -92,6 +145,7 @@ async def test_scale_up_then_down_with_successors_epochs_and_sealed_predecessors
         [(E1 | 2, 0.0, 0.25), (E1 | 3, 0.25, 0.5)]
     assert [s.name for s in new] == ["sc/st/2.#epoch.1", "sc/st/3.#epoch.1"]
     assert await ctl.check_scale("sc", "st", 0)
+    assert not await ctl.check_scale("sc", "st", 1)  # the current epoch: IN_PROGRESS
     current = await ctl.get_current_segments("sc", "st")
     assert [s.segment_id for s in current] == [E1 | 2, E1 | 3, 1]
     assert _stored(cluster, "sc/st/0.#epoch.0").sealed

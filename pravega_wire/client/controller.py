@@ -4,8 +4,9 @@
 controller or to :class:`pravega_wire.server.controller.EmbeddedController`: scope and stream
 administration, the segments of a stream with their key ranges, segment-store endpoints (cached),
 successors, the head of a stream, and delegation tokens; stream configurations (scaling and
-retention policies, tags), scaling, truncation at stream cuts, epochs, and transactions. Failures are typed: connection problems
-raise :class:`~pravega_wire.errors.ConnectionFailedError`, a call that outlives its timeout
+retention policies, tags), scaling, truncation at stream cuts, epochs, and transactions.
+Failures are typed: connection problems raise :class:`~pravega_wire.errors.ConnectionFailedError`,
+a call that outlives its timeout
 :class:`~pravega_wire.errors.TimeoutError`, a rejected login
 :class:`~pravega_wire.errors.AuthenticationError`, an unknown scope or stream
 :class:`ScopeNotFoundError` / :class:`StreamNotFoundError` (both :class:`LookupError`), and any
@@ -40,8 +41,8 @@ __all__ = [
     "DEFAULT_TIMEOUT", "ROUTING_KEY_SEED", "ControllerError", "ScopeNotFoundError",
     "StreamNotFoundError", "InvalidNameError", "SegmentWithRange", "SegmentLocation", "Successor",
     "ScalingPolicy", "RetentionPolicy", "StreamConfiguration", "StreamCut", "Transaction",
-    "ControllerClient", "transaction_segment_name", "segment_name", "parse_segment_name", "murmur3_x64_128",
-    "hash_routing_key", "segment_for_key",
+    "ControllerClient", "transaction_segment_name", "segment_name", "parse_segment_name",
+    "murmur3_x64_128", "hash_routing_key", "segment_for_key",
 ]
 
 #: Default bound, in seconds, on each controller call.
@@ -393,13 +394,18 @@ def _parse_uri(uri: str) -> tuple[bool, str]:
     return scheme in _SECURE_SCHEMES, f"{host}:{port}"
 
 
-def _status_name(message_type: Any, value: int) -> str:
-    """The name of a status value of ``message_type.Status``, also for values this proto does
-    not know (a newer controller)."""
+def _enum_name(enum_type: Any, value: int, unknown: str = "STATUS") -> str:
+    """The name of ``value`` in the protobuf enum ``enum_type``, also for values this proto does
+    not know (a newer controller): ``<unknown>_<value>``."""
     try:
-        return str(message_type.Status.Name(value))
+        return str(enum_type.Name(value))
     except ValueError:
-        return f"STATUS_{value}"
+        return f"{unknown}_{value}"
+
+
+def _status_name(message_type: Any, value: int) -> str:
+    """The name of a status value of ``message_type.Status``."""
+    return _enum_name(message_type.Status, value)
 
 
 class ControllerClient:
@@ -784,9 +790,7 @@ class ControllerClient:
             scaleTimestamp=timestamp_ms)
         reply = await self._call("scale", request)
         if reply.status != pb.ScaleResponse.STARTED:
-            name = pb.ScaleResponse.ScaleStreamStatus.Name(reply.status) \
-                if reply.status in pb.ScaleResponse.ScaleStreamStatus.values() \
-                else f"STATUS_{reply.status}"
+            name = _enum_name(pb.ScaleResponse.ScaleStreamStatus, reply.status)
             raise ControllerError(f"scale of {scope}/{stream} refused", name)
         segments = [self._segment_with_range(scope, stream, r) for r in reply.segments]
         return sorted(segments, key=lambda s: s.min_key), reply.epoch
@@ -802,9 +806,7 @@ class ControllerClient:
         if reply.status == response.IN_PROGRESS:
             return False
         raise ControllerError(f"checkScale {scope}/{stream} epoch {epoch}",
-                              response.ScaleStatus.Name(reply.status)
-                              if reply.status in response.ScaleStatus.values()
-                              else f"STATUS_{reply.status}")
+                              _enum_name(response.ScaleStatus, reply.status))
 
     async def scale_stream(self, scope: str, stream: str, sealed: Sequence[int],
                            new_ranges: Sequence[tuple[float, float]], *,
@@ -884,8 +886,7 @@ class ControllerClient:
         state = self._pb.TxnState.State
         reply = await self._call("checkTransactionState",
                                  self._txn_request(scope, stream, txn_id))
-        return state.Name(reply.state) if reply.state in state.values() \
-            else f"STATE_{reply.state}"
+        return _enum_name(state, reply.state, "STATE")
 
     async def list_completed_transactions(self, scope: str,
                                           stream: str) -> dict[uuid.UUID, str]:
@@ -895,8 +896,7 @@ class ControllerClient:
             streamInfo=self._stream_info(scope, stream)))
         names = pb.TxnResponse.Status
         return {txn_id_from_bits(entry.txnId.highBits, entry.txnId.lowBits):
-                names.Name(entry.status) if entry.status in names.values()
-                else f"STATUS_{entry.status}"
+                _enum_name(names, entry.status)
                 for entry in reply.response}
 
     async def get_delegation_token(self, scope: str, stream: str) -> str:

@@ -867,7 +867,7 @@ class EmbeddedController:
         record = self._existing_stream(info)
         if record.sealed:
             return response(status=response.FAILURE)
-        epoch = record.epoch
+        epoch = record.epoch  # what a refusal reports; a scale reports the epoch it left
         try:
             created = await self.scale_stream(
                 info.scope, info.stream, list(request.sealedSegments),
@@ -880,19 +880,22 @@ class EmbeddedController:
         except Exception as exc:  # noqa: BLE001 (a store failed: the RPC's status says so)
             _LOG.warning("scale of %s/%s failed: %r", info.scope, info.stream, exc)
             return response(status=response.FAILURE, epoch=epoch)
-        return response(status=response.STARTED, epoch=epoch, segments=[
+        return response(status=response.STARTED, epoch=(created[0] >> 32) - 1, segments=[
             self._segment_range_message(info.scope, info.stream, record.segments[i])
             for i in created])
 
     @_rpc
     async def checkScale(self, request: Any, context: Any) -> Any:
-        """SUCCESS once the stream has moved past ``epoch`` (scales complete before ``scale``
-        answers, so there is never one IN_PROGRESS); INVALID_INPUT for an epoch the stream has
-        not reached. NOT_FOUND for an unknown stream."""
+        """As Pravega's controller answers: SUCCESS once the stream has moved past ``epoch``,
+        IN_PROGRESS for the current epoch (no scale from it has completed; scales complete
+        before ``scale`` answers), INVALID_INPUT for an epoch the stream has not reached.
+        NOT_FOUND for an unknown stream."""
         response = self._pb.ScaleStatusResponse
         record = self._existing_stream(request.streamInfo)
         if request.epoch > record.epoch or request.epoch < 0:
             return response(status=response.INVALID_INPUT)
+        if request.epoch == record.epoch:
+            return response(status=response.IN_PROGRESS)
         return response(status=response.SUCCESS)
 
     @_rpc
