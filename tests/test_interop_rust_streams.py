@@ -43,6 +43,7 @@ from pravega_wire.client.reader import EndOfSegment  # noqa: E402
 from pravega_wire.naming import transaction_segment_name  # noqa: E402
 from pravega_wire.pool import ConnectionPool  # noqa: E402
 from pravega_wire.server import EmbeddedCluster  # noqa: E402
+from test_interop_rust import read_all  # noqa: E402  (a Rust reader's events by routing key)
 
 #: Every wait on a client is bounded by this (seconds).
 WAIT = 60.0
@@ -205,19 +206,7 @@ def test_rust_writer_and_reader_group_follow_a_split_and_a_merge_made_by_our_cli
 
         reader = manager.create_reader_group("group", "rs", "scaled").create_reader("r1")
 
-        async def read_all() -> dict[int, list[bytes]]:
-            got: dict[int, list[bytes]] = {}
-            received = 0
-            while received < 3 * batch:
-                segment_slice = await asyncio.wait_for(reader.get_segment_slice_async(), WAIT)
-                for event in segment_slice:
-                    data = bytes(event.data())
-                    got.setdefault(struct.unpack(">I", data[:4])[0], []).append(data)
-                    received += 1
-                reader.release_segment(segment_slice)
-            return got
-
-        got = asyncio.run(read_all())
+        got = asyncio.run(read_all(reader, 3 * batch))
         reader.reader_offline()
 
         async def last(ctl: ControllerClient, pool: ConnectionPool) -> int:

@@ -709,14 +709,20 @@ class EmbeddedController:
     async def listStreamsInScope(self, request: Any, context: Any) -> Any:
         """A page of the scope's streams (status SCOPE_NOT_FOUND with an empty page for a
         missing scope); an empty page ends the listing."""
+        return self._streams_page(request, lambda record: True)
+
+    def _streams_page(self, request: Any, wanted: Callable[[_Stream], bool]) -> Any:
+        """The ``StreamsInScopeResponse`` for a listing ``request`` of the streams that are
+        ``wanted`` (status SCOPE_NOT_FOUND with an empty page for a missing scope)."""
         pb = self._pb
         scope = request.scope.scope
         if scope not in self._scopes:
             return pb.StreamsInScopeResponse(
                 continuationToken=pb.ContinuationToken(token=request.continuationToken.token),
                 status=pb.StreamsInScopeResponse.SCOPE_NOT_FOUND)
-        page, token = self._page((st for sc, st in self._streams if sc == scope),
-                                 request.continuationToken.token)
+        page, token = self._page(
+            (st for (sc, st), record in self._streams.items() if sc == scope and wanted(record)),
+            request.continuationToken.token)
         return pb.StreamsInScopeResponse(
             streams=[pb.StreamInfo(scope=scope, stream=name) for name in page],
             continuationToken=pb.ContinuationToken(token=token),
@@ -809,20 +815,7 @@ class EmbeddedController:
     async def listStreamsInScopeForTag(self, request: Any, context: Any) -> Any:
         """A page of the scope's streams carrying ``tag`` (SCOPE_NOT_FOUND with an empty page
         for a missing scope); an empty page ends the listing."""
-        pb = self._pb
-        scope = request.scope.scope
-        if scope not in self._scopes:
-            return pb.StreamsInScopeResponse(
-                continuationToken=pb.ContinuationToken(token=request.continuationToken.token),
-                status=pb.StreamsInScopeResponse.SCOPE_NOT_FOUND)
-        page, token = self._page(
-            (st for (sc, st), record in self._streams.items()
-             if sc == scope and request.tag in record.config.tags.tag),
-            request.continuationToken.token)
-        return pb.StreamsInScopeResponse(
-            streams=[pb.StreamInfo(scope=scope, stream=name) for name in page],
-            continuationToken=pb.ContinuationToken(token=token),
-            status=pb.StreamsInScopeResponse.SUCCESS)
+        return self._streams_page(request, lambda record: request.tag in record.config.tags.tag)
 
     @_rpc
     async def deleteScopeRecursive(self, request: Any, context: Any) -> Any:
@@ -984,6 +977,22 @@ class EmbeddedController:
             return None, None
         return record, record.transactions.get(txn_id_from_bits(txn_id.highBits, txn_id.lowBits))
 
+    def _finishing(self, info: Any, txn_id: Any, outcome: str) -> tuple[Any, Any, Any]:
+        """``(stream, transaction, None)`` for an open transaction that a commit or abort
+        (``outcome``) may finish; otherwise the ``TxnStatus`` to answer in the third place:
+        STREAM_NOT_FOUND, TRANSACTION_NOT_FOUND, SUCCESS when it already has that outcome,
+        FAILURE when it is finished or finishing otherwise."""
+        status = self._pb.TxnStatus
+        record, txn = self._transaction(info, txn_id)
+        if record is None:
+            return None, None, status(status=status.STREAM_NOT_FOUND)
+        if txn is None:
+            return record, None, status(status=status.TRANSACTION_NOT_FOUND)
+        if txn.state != "OPEN":
+            return record, txn, status(status=status.SUCCESS if txn.state == outcome
+                                       else status.FAILURE)
+        return record, txn, None
+
     def _txn_segment_names(self, scope: str, stream: str, txn: _Transaction) -> list[str]:
         return [transaction_segment_name(segment_name(scope, stream, i), txn.txn_id)
                 for i in txn.segments]
@@ -1077,14 +1086,10 @@ class EmbeddedController:
         status = self._pb.TxnStatus
         info = request.streamInfo
         async with self._lock:
-            record, txn = self._transaction(info, request.txnId)
-            if record is None:
-                return status(status=status.STREAM_NOT_FOUND)
-            if txn is None:
-                return status(status=status.TRANSACTION_NOT_FOUND)
-            if txn.state == "COMMITTED":
-                return status(status=status.SUCCESS)
-            if txn.state != "OPEN" or txn_epoch(txn.txn_id) != record.epoch or record.sealed:
+            record, txn, answer = self._finishing(info, request.txnId, "COMMITTED")
+            if answer is not None:
+                return answer
+            if txn_epoch(txn.txn_id) != record.epoch or record.sealed:
                 return status(status=status.FAILURE)
             txn.state = "COMMITTING"
             try:
@@ -1110,15 +1115,9 @@ class EmbeddedController:
         status = self._pb.TxnStatus
         info = request.streamInfo
         async with self._lock:
-            record, txn = self._transaction(info, request.txnId)
-            if record is None:
-                return status(status=status.STREAM_NOT_FOUND)
-            if txn is None:
-                return status(status=status.TRANSACTION_NOT_FOUND)
-            if txn.state == "ABORTED":
-                return status(status=status.SUCCESS)
-            if txn.state != "OPEN":
-                return status(status=status.FAILURE)
+            record, txn, answer = self._finishing(info, request.txnId, "ABORTED")
+            if answer is not None:
+                return answer
             try:
                 await self._abort(info.scope, info.stream, record, txn)
             except Exception as exc:  # noqa: BLE001 (the status says so)
