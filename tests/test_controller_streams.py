@@ -33,14 +33,14 @@ FAST_RETRY = RetryPolicy(initial_delay=0.005, multiplier=2, max_delay=0.2, attem
 E1 = 1 << 32  # the first segment id of epoch 1 is E1 | number
 
 
-async def _write(pool, ctl, segment: str, events) -> None:
+async def write_events(pool, ctl, segment: str, events) -> None:
     async with SegmentWriter(pool, ctl, segment) as writer:
         for event in events:
             writer.write_nowait(event)
         await asyncio.wait_for(writer.flush(), 10)
 
 
-async def _read(pool, ctl, segment: str, count: int, offset: int = 0) -> list[bytes]:
+async def read_events(pool, ctl, segment: str, count: int, offset: int = 0) -> list[bytes]:
     """``count`` events from ``offset``, then proof that nothing more is there."""
     out = []
     async with SegmentReader(pool, ctl, segment, offset=offset, retry=FAST_RETRY) as reader:
@@ -51,7 +51,7 @@ async def _read(pool, ctl, segment: str, count: int, offset: int = 0) -> list[by
     return out
 
 
-def _stored(cluster, name):
+def stored(cluster, name):
     """The store's record of segment ``name`` (None once deleted)."""
     return cluster.store_for(name).storage.get(name)
 
@@ -136,7 +136,7 @@ async def test_scale_up_then_down_with_successors_epochs_and_sealed_predecessors
     await ctl.create_stream("sc", "st", 2)
     first = await ctl.get_current_segments("sc", "st")
     assert [s.segment_id for s in first] == [0, 1]
-    await _write(pool, ctl, first[0].name, [b"before-scale"])
+    await write_events(pool, ctl, first[0].name, [b"before-scale"])
 
     # Scale up: segment 0, [0, 0.5), splits in two in epoch 1 with the next unused numbers.
     new, epoch = await ctl.start_scale("sc", "st", [0], [(0.0, 0.25), (0.25, 0.5)])
@@ -148,9 +148,9 @@ async def test_scale_up_then_down_with_successors_epochs_and_sealed_predecessors
     assert not await ctl.check_scale("sc", "st", 1)  # the current epoch: IN_PROGRESS
     current = await ctl.get_current_segments("sc", "st")
     assert [s.segment_id for s in current] == [E1 | 2, E1 | 3, 1]
-    assert _stored(cluster, "sc/st/0.#epoch.0").sealed
-    assert not _stored(cluster, "sc/st/2.#epoch.1").sealed
-    assert await _read(pool, ctl, "sc/st/0.#epoch.0", 1) == [b"before-scale"]  # then its end
+    assert stored(cluster, "sc/st/0.#epoch.0").sealed
+    assert not stored(cluster, "sc/st/2.#epoch.1").sealed
+    assert await read_events(pool, ctl, "sc/st/0.#epoch.0", 1) == [b"before-scale"]  # then its end
     successors = await ctl.get_successors("sc", "st", 0)
     assert [(s.segment.segment_id, s.predecessors) for s in successors] == \
         [(E1 | 2, (0,)), (E1 | 3, (0,))]
@@ -204,7 +204,7 @@ async def test_segments_at_a_time_follow_the_epochs(env, monkeypatch):
     assert at[0] == at[500] == at[1500] == [(0, 0)]
     assert at[2000] == at[99_000] == [(E1 | 1, 0), (E1 | 2, 0)]
     # After a truncation, earlier times answer the truncation cut.
-    await _write(pool, ctl, "sc/st/1.#epoch.1", [b"x" * 10])
+    await write_events(pool, ctl, "sc/st/1.#epoch.1", [b"x" * 10])
     await ctl.truncate_stream("sc", "st", {E1 | 1: 18, E1 | 2: 0})
     assert [(s.segment_id, s.offset) for s in await ctl.get_segments_at_time("sc", "st", 1500)] \
         == [(E1 | 1, 18), (E1 | 2, 0)]
@@ -240,21 +240,21 @@ async def test_stream_cut_validity_and_segments_between(env):
 async def test_truncation_at_a_stream_cut_deletes_what_lies_before(env):
     cluster, ctl, pool = env
     await ctl.create_stream("sc", "st", 1)
-    await _write(pool, ctl, "sc/st/0.#epoch.0", [b"old-0", b"old-1"])
+    await write_events(pool, ctl, "sc/st/0.#epoch.0", [b"old-0", b"old-1"])
     await ctl.scale_stream("sc", "st", [0], [(0.0, 0.5), (0.5, 1.0)])
     low, high = "sc/st/1.#epoch.1", "sc/st/2.#epoch.1"
-    await _write(pool, ctl, low, [b"low-0", b"low-1", b"low-2"])
-    await _write(pool, ctl, high, [b"high-0"])
+    await write_events(pool, ctl, low, [b"low-0", b"low-1", b"low-2"])
+    await write_events(pool, ctl, high, [b"high-0"])
     async with MetadataClient(pool, ctl) as meta:
         event = 8 + len(b"low-0")  # an event is an 8-byte header and its data
         await ctl.truncate_stream("sc", "st", {E1 | 1: event, E1 | 2: 0})
-        assert _stored(cluster, "sc/st/0.#epoch.0") is None          # before the cut: deleted
+        assert stored(cluster, "sc/st/0.#epoch.0") is None          # before the cut: deleted
         info = await meta.get_info(low)
         assert (info.start_offset, info.length) == (event, 3 * event)
         head = await ctl.get_segments_at_head("sc", "st")
         assert [(h.segment_id, h.offset) for h in head] == [(E1 | 1, event), (E1 | 2, 0)]
-        assert await _read(pool, ctl, low, 2, offset=event) == [b"low-1", b"low-2"]
-        assert await _read(pool, ctl, high, 1) == [b"high-0"]
+        assert await read_events(pool, ctl, low, 2, offset=event) == [b"low-1", b"low-2"]
+        assert await read_events(pool, ctl, high, 1) == [b"high-0"]
         for bad in ({E1 | 1: 0}, {0: 0}, {E1 | 1: 0, E1 | 2: -4}):
             with pytest.raises(ControllerError) as refused:
                 await ctl.truncate_stream("sc", "st", bad)
@@ -272,17 +272,17 @@ async def test_committed_transactions_merge_in_commit_order(env):
     cluster, ctl, pool = env
     await ctl.create_stream("sc", "st", 2)
     segments = await ctl.get_current_segments("sc", "st")
-    await _write(pool, ctl, segments[0].name, [b"plain"])
+    await write_events(pool, ctl, segments[0].name, [b"plain"])
     first = await ctl.create_transaction("sc", "st", lease_ms=60_000)
     second = await ctl.create_transaction("sc", "st", lease_ms=60_000)
     assert first.txn_id != second.txn_id and txn_epoch(first.txn_id) == 0
     assert [s.segment_id for s in first.segments] == [0, 1]
     names = first.segment_names
     assert names[0] == f"sc/st/0.#epoch.0#transaction.{first.txn_id.hex}"
-    assert all(_stored(cluster, name) is not None for name in names.values())
-    await _write(pool, ctl, second.segment_names[0], [b"second-a"])
-    await _write(pool, ctl, names[0], [b"first-a", b"first-b"])
-    await _write(pool, ctl, names[1], [b"first-c"])
+    assert all(stored(cluster, name) is not None for name in names.values())
+    await write_events(pool, ctl, second.segment_names[0], [b"second-a"])
+    await write_events(pool, ctl, names[0], [b"first-a", b"first-b"])
+    await write_events(pool, ctl, names[1], [b"first-c"])
     assert await ctl.check_transaction_state("sc", "st", first.txn_id) == "OPEN"
     assert await ctl.ping_transaction("sc", "st", first.txn_id, 60_000) == "OK"
 
@@ -290,10 +290,10 @@ async def test_committed_transactions_merge_in_commit_order(env):
     assert await ctl.check_transaction_state("sc", "st", first.txn_id) == "COMMITTED"
     await ctl.commit_transaction("sc", "st", first.txn_id)  # again: still SUCCESS
     await ctl.commit_transaction("sc", "st", second.txn_id)
-    assert all(_stored(cluster, name) is None for name in names.values())  # merged away
-    assert await _read(pool, ctl, segments[0].name, 4) == \
+    assert all(stored(cluster, name) is None for name in names.values())  # merged away
+    assert await read_events(pool, ctl, segments[0].name, 4) == \
         [b"plain", b"first-a", b"first-b", b"second-a"]
-    assert await _read(pool, ctl, segments[1].name, 1) == [b"first-c"]
+    assert await read_events(pool, ctl, segments[1].name, 1) == [b"first-c"]
     assert await ctl.ping_transaction("sc", "st", first.txn_id, 1000) == "COMMITTED"
     with pytest.raises(ControllerError) as late_abort:
         await ctl.abort_transaction("sc", "st", first.txn_id)
@@ -308,11 +308,11 @@ async def test_aborted_transactions_leave_nothing(env):
     await ctl.create_stream("sc", "st", 1)
     txn = await ctl.create_transaction("sc", "st", lease_ms=60_000)
     name = txn.segment_names[0]
-    await _write(pool, ctl, name, [b"never"])
+    await write_events(pool, ctl, name, [b"never"])
     await ctl.abort_transaction("sc", "st", txn.txn_id)
     await ctl.abort_transaction("sc", "st", txn.txn_id)  # again: still SUCCESS
     assert await ctl.check_transaction_state("sc", "st", txn.txn_id) == "ABORTED"
-    assert _stored(cluster, name) is None
+    assert stored(cluster, name) is None
     async with MetadataClient(pool, ctl) as meta:
         assert (await meta.get_info("sc/st/0.#epoch.0")).length == 0
         assert not (await meta.get_info(name)).exists
@@ -338,10 +338,10 @@ async def test_an_unpinged_transaction_times_out_and_a_pinged_one_does_not(env):
     idle = await ctl.create_transaction("sc", "st", lease_ms=200)
     kept = await ctl.create_transaction("sc", "st", lease_ms=60_000)
     assert await ctl.ping_transaction("sc", "st", kept.txn_id, 10**9) == "LEASE_TOO_LARGE"
-    await _write(pool, ctl, idle.segment_names[0], [b"lost"])
+    await write_events(pool, ctl, idle.segment_names[0], [b"lost"])
     assert await asyncio.wait_for(
         controller.transaction_finished("sc", "st", idle.txn_id), 10) == "ABORTED"
-    assert _stored(cluster, idle.segment_names[0]) is None
+    assert stored(cluster, idle.segment_names[0]) is None
     assert await ctl.ping_transaction("sc", "st", idle.txn_id, 1000) == "ABORTED"
     assert await ctl.check_transaction_state("sc", "st", kept.txn_id) == "OPEN"
     with pytest.raises(ControllerError) as bad_lease:
@@ -366,7 +366,7 @@ async def test_transactions_across_scale_and_seal(env):
     await ctl.seal_stream("sc", "st")  # aborts the open transactions
     for txn in (old, new):
         assert await ctl.check_transaction_state("sc", "st", txn.txn_id) == "ABORTED"
-        assert all(_stored(cluster, n) is None for n in txn.segment_names.values())
+        assert all(stored(cluster, n) is None for n in txn.segment_names.values())
     with pytest.raises(ControllerError) as sealed:
         await ctl.create_transaction("sc", "st")
     assert sealed.value.status == "FAILED_PRECONDITION"
@@ -414,7 +414,7 @@ async def test_delete_scope_recursive_removes_streams_segments_and_transactions(
     await ctl.create_stream("sc", "two", 1)
     await ctl.seal_stream("sc", "two")
     txn = await ctl.create_transaction("sc", "one", lease_ms=60_000)
-    await _write(pool, ctl, "sc/one/0.#epoch.0", [b"data"])
+    await write_events(pool, ctl, "sc/one/0.#epoch.0", [b"data"])
     await ctl.create_scope("other")
     await ctl.create_stream("other", "kept", 1)
     await ctl.delete_scope_recursive("sc")
@@ -422,60 +422,8 @@ async def test_delete_scope_recursive_removes_streams_segments_and_transactions(
     assert await ctl.list_scopes() == ["other"]
     for name in ("sc/one/0.#epoch.0", "sc/one/1.#epoch.0", "sc/two/0.#epoch.0",
                  *txn.segment_names.values()):
-        assert _stored(cluster, name) is None, name
-    assert _stored(cluster, "other/kept/0.#epoch.0") is not None
+        assert stored(cluster, name) is None, name
+    assert stored(cluster, "other/kept/0.#epoch.0") is not None
     await ctl.delete_scope_recursive("sc")  # a missing scope: nothing to do
     with pytest.raises(SegmentTruncatedError):  # a reader's view of a deleted segment
-        await _read(pool, ctl, "sc/one/0.#epoch.0", 1)
-
-
-# ---- StreamManager ---------------------------------------------------------------------------
-
-@pytest.mark.asyncio
-async def test_stream_manager_administers_scopes_and_streams():
-    from pravega_wire.client.manager import StreamCut, StreamManager
-
-    async with EmbeddedCluster(2) as cluster, StreamManager(cluster.controller_uri) as manager, \
-            ControllerClient(cluster.controller_uri) as ctl, ConnectionPool() as pool:
-        assert await manager.create_scope("sc")
-        assert await manager.scope_exists("sc")
-        config = StreamConfiguration(ScalingPolicy.fixed(2), RetentionPolicy.by_size(1 << 20),
-                                     ("t1",))
-        assert await manager.create_stream("sc", "st", config)
-        assert not await manager.create_stream("sc", "st", config)
-        assert await manager.create_stream("sc", "plain")
-        assert await manager.get_stream_configuration("sc", "plain") == StreamConfiguration()
-        assert await manager.get_stream_tags("sc", "st") == ("t1",)
-        assert await manager.list_streams("sc") == ["plain", "st"]
-        assert await manager.list_streams("sc", tag="t1") == ["st"]
-        await manager.update_stream("sc", "plain", StreamConfiguration(tags=("t1", "t2")))
-        assert await manager.list_streams("sc", tag="t1") == ["plain", "st"]
-
-        await _write(pool, ctl, "sc/st/0.#epoch.0", [b"a0", b"a1"])
-        await _write(pool, ctl, "sc/st/1.#epoch.0", [b"b0"])
-        event = 8 + 2
-        info = await manager.stream_info("sc", "st")
-        assert info.config == config and not info.sealed
-        assert info.head == StreamCut("sc", "st", {0: 0, 1: 0})
-        assert info.tail == StreamCut("sc", "st", {0: 2 * event, 1: event})
-
-        new = await manager.scale_stream("sc", "st", [0, 1], [(0.0, 1.0)])
-        assert [s.segment_id for s in new] == [E1 | 2]
-        await _write(pool, ctl, new[0].name, [b"c0"])
-        await manager.truncate_stream(info.tail)  # everything written before the scale
-        assert await manager.head_stream_cut("sc", "st") == info.tail
-        assert _stored(cluster, "sc/st/0.#epoch.0") is not None  # in the cut: truncated, kept
-        assert (await manager.tail_stream_cut("sc", "st")).positions == {E1 | 2: event}
-
-        await manager.seal_stream("sc", "st")
-        sealed = await manager.stream_info("sc", "st")
-        assert sealed.sealed and sealed.tail.positions == {E1 | 2: event}
-        with pytest.raises(ControllerError) as not_empty:
-            await manager.delete_scope("sc")
-        assert not_empty.value.status == "SCOPE_NOT_EMPTY"
-        assert await manager.delete_stream("sc", "st")
-        assert not await manager.stream_exists("sc", "st")
-        assert await manager.delete_scope("sc", recursive=True)
-        assert not await manager.scope_exists("sc")
-        assert not await manager.delete_scope("sc", recursive=True)
-        assert _stored(cluster, "sc/plain/0.#epoch.0") is None
+        await read_events(pool, ctl, "sc/one/0.#epoch.0", 1)

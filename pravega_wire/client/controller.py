@@ -711,10 +711,7 @@ class ControllerClient:
 
     async def get_segments_at_head(self, scope: str, stream: str) -> list[SegmentLocation]:
         """Where reading the stream from its head starts: one location per head segment."""
-        request = self._pb.GetSegmentsRequest(streamInfo=self._stream_info(scope, stream))
-        reply = await self._call("getSegments", request)
-        return [SegmentLocation(scope, stream, location.segmentId.segmentId, location.offset)
-                for location in reply.segments]
+        return await self.get_segments_at_time(scope, stream, 0)
 
     async def get_successors(self, scope: str, stream: str, segment_id: int) -> list[Successor]:
         """The segments that replaced sealed segment ``segment_id``, each with all the segments

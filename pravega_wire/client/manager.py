@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..pool import ClientConfig, ConnectionPool
+from ._common import CachingTokenProvider
 from .controller import (
     ControllerClient, ControllerError, RetentionPolicy, ScalingPolicy, SegmentWithRange,
     StreamConfiguration, StreamCut, parse_segment_name, segment_name,
@@ -89,10 +90,12 @@ class StreamManager:
             if self._pool is None:
                 self._pool = ConnectionPool(ClientConfig())
             self._metadata = MetadataClient(self._pool, self.controller,
-                                            token_provider=self._token)
+                                            token_provider=CachingTokenProvider(self._token))
         return self._metadata
 
     async def _token(self, segment: str, expired: bool) -> str:
+        """A fresh delegation token for the segment's stream (cached per stream by a
+        :class:`CachingTokenProvider` until it nears its expiry)."""
         scope, stream, _ = parse_segment_name(segment)
         return await self.controller.get_delegation_token(scope, stream)
 
