@@ -1,5 +1,5 @@
-"""Transaction ids and transaction segment names, shared by the controller client and the
-embedded controller (neither imports the other).
+"""Segment name suffixes, transaction ids and transaction segment names, shared by the
+clients and the embedded server (neither imports the other).
 
 A transaction id is a 128-bit UUID sent as ``TxnId{highBits, lowBits}``, two signed 64-bit
 halves; the top 32 bits of ``highBits`` are the epoch the transaction was created in. Its
@@ -11,11 +11,23 @@ from __future__ import annotations
 
 import uuid
 
-__all__ = ["TRANSACTION_MARKER", "txn_id_from_bits", "txn_id_bits", "txn_epoch",
-           "transaction_segment_name"]
+__all__ = ["TRANSACTION_MARKER", "TRANSIENT_MARKER", "primary_segment_name", "txn_id_from_bits",
+           "txn_id_bits", "txn_epoch", "transaction_segment_name"]
 
 #: What separates a segment's name from its transaction's id in a transaction segment name.
 TRANSACTION_MARKER = "#transaction."
+#: What separates a segment's name from the rest in a transient segment's name.
+TRANSIENT_MARKER = "#transient."
+
+
+def primary_segment_name(segment: str) -> str:
+    """The parent segment's name for a transaction or transient segment; any other name as
+    it is."""
+    for marker in (TRANSACTION_MARKER, TRANSIENT_MARKER):
+        cut = segment.find(marker)
+        if cut >= 0:
+            segment = segment[:cut]
+    return segment
 
 _MASK64 = (1 << 64) - 1
 

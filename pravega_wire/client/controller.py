@@ -35,7 +35,9 @@ from pravega_wire.errors import (
     AuthenticationError, ConnectionClosedError, ConnectionFailedError, PravegaWireError,
     TimeoutError,
 )
-from pravega_wire.naming import transaction_segment_name, txn_id_bits, txn_id_from_bits
+from pravega_wire.naming import (
+    primary_segment_name, transaction_segment_name, txn_id_bits, txn_id_from_bits,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT", "ROUTING_KEY_SEED", "ControllerError", "ScopeNotFoundError",
@@ -54,7 +56,6 @@ ROUTING_KEY_SEED = 1741865571
 _SECURE_SCHEMES = frozenset({"tls", "ssl", "tcps", "pravegas"})
 _PLAIN_SCHEMES = frozenset({"tcp", "pravega"})
 _DEFAULT_CONTROLLER_PORT = 9090
-_SEGMENT_SUFFIXES = ("#transaction.", "#transient.")
 _QUALIFIED_NUMBER = re.compile(r"(\d+)(?:\.#epoch\.(\d+))?")
 
 
@@ -94,12 +95,7 @@ def parse_segment_name(name: str) -> tuple[str, str, int]:
     """``(scope, stream, segment_id)`` of a qualified segment name. A transaction or transient
     segment yields its parent segment; a name with two parts has the scope ``""``; a number
     without ``.#epoch.N`` is in epoch 0. Raises ValueError for anything else."""
-    primary = name
-    for marker in _SEGMENT_SUFFIXES:
-        cut = primary.find(marker)
-        if cut >= 0:
-            primary = primary[:cut]
-    parts = primary.split("/")
+    parts = primary_segment_name(name).split("/")
     if len(parts) == 2:
         parts.insert(0, "")
     match = _QUALIFIED_NUMBER.fullmatch(parts[-1]) if len(parts) == 3 else None
