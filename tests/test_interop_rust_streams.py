@@ -12,7 +12,9 @@ asyncio part on a loop of its own. What the wheel's Python binding exposes is ex
   controller for successors and the Rust readers following predecessors to successors;
 - its transactional writer: transactions committed and aborted through our controller, one
   found again by id (``getEpochSegments``), with pravega-wire's readers reading exactly the
-  committed events.
+  committed events;
+- its reader group reading what pravega-wire's EventStreamWriter (across a scale) and
+  TransactionalEventStreamWriter wrote.
 
 Skipped only when ``pravega_client`` cannot be imported (the reason is printed); CI must run it.
 """
@@ -39,7 +41,9 @@ from pravega_wire.client import MetadataClient, SegmentReader  # noqa: E402
 from pravega_wire.client.controller import (  # noqa: E402
     ControllerClient, RetentionPolicy, ScalingPolicy, StreamConfiguration,
 )
+from pravega_wire.client.events import EventStreamWriter  # noqa: E402
 from pravega_wire.client.reader import EndOfSegment  # noqa: E402
+from pravega_wire.client.transactions import TransactionalEventStreamWriter  # noqa: E402
 from pravega_wire.naming import transaction_segment_name  # noqa: E402
 from pravega_wire.pool import ConnectionPool  # noqa: E402
 from pravega_wire.server import EmbeddedCluster  # noqa: E402
@@ -296,3 +300,48 @@ def test_rust_transactions_commit_and_abort_through_our_controller():
     assert states == {"committed": "COMMITTED", "aborted": "ABORTED", "third": "COMMITTED"}
     assert completed == {ids["committed"]: "COMMITTED", ids["aborted"]: "ABORTED",
                          ids["third"]: "COMMITTED"}
+
+
+# ---- the other way round: our writers, Rust's readers ----------------------------------------
+
+def test_a_rust_reader_group_reads_what_our_stream_and_transactional_writers_wrote():
+    """pravega-wire's EventStreamWriter writes, follows a split of one segment, writes on; its
+    TransactionalEventStreamWriter commits one transaction and aborts another. A Rust reader
+    group reads every committed event once, in order per routing key, and nothing aborted."""
+    keys = 8
+    sent: dict[int, list[bytes]] = {k: [] for k in range(keys)}
+
+    def event(key: int) -> bytes:
+        data = struct.pack(">II", key, len(sent[key])) + b"w" * key
+        sent[key].append(data)
+        return data
+
+    with EmbeddedCluster.in_child_process(stores=2) as cluster:
+        manager = pravega_client.StreamManager(cluster.controller_uri)
+        assert manager.create_scope("rs")
+        assert manager.create_stream("rs", "ours", 2)
+
+        async def write(ctl: ControllerClient, pool: ConnectionPool) -> Any:
+            async with EventStreamWriter(pool, ctl, "rs", "ours") as writer, \
+                    TransactionalEventStreamWriter(pool, ctl, "rs", "ours") as txn_writer:
+                for i in range(200):
+                    await writer.write(event(i % keys), routing_key=f"key-{i % keys}")
+                await writer.flush()
+                await ctl.scale_stream("rs", "ours", [0], [(0.0, 0.25), (0.25, 0.5)])
+                for i in range(200):
+                    await writer.write(event(i % keys), routing_key=f"key-{i % keys}")
+                await writer.flush()
+                kept, dropped = await txn_writer.begin(), await txn_writer.begin()
+                for i in range(80):
+                    await kept.write(event(i % keys), routing_key=f"key-{i % keys}")
+                    await dropped.write(b"aborted", routing_key=f"key-{i % keys}")
+                await dropped.abort()
+                await kept.commit()
+                return writer.segments_sealed, [s.segment_id for s in kept.segments]
+
+        sealed, txn_segments = _with_controller(cluster.controller_uri, write)
+        assert sealed == 1 and txn_segments == [E1 | 2, E1 | 3, 1]
+        reader = manager.create_reader_group("group", "rs", "ours").create_reader("r1")
+        got = asyncio.run(read_all(reader, 480))
+        reader.reader_offline()
+    assert got == sent  # exactly once, in order per routing key, nothing aborted
