@@ -298,3 +298,38 @@ async def test_a_transaction_whose_lease_ran_out_fails(env):
         assert failed.value.status == "ABORTED"
     await ctl.seal_stream("sc", "st")
     assert await read_sealed(pool, ctl, "sc/st/0.#epoch.0") == []
+
+
+@pytest.mark.asyncio
+async def test_with_auth_both_writers_use_the_controllers_delegation_tokens():
+    async with EmbeddedCluster(2, auth=True) as cluster, \
+            ControllerClient(cluster.controller_uri, auth=("admin", "pw")) as ctl, \
+            ConnectionPool(ClientConfig()) as pool:
+        await ctl.create_scope("sc")
+        await ctl.create_stream("sc", "st", 2)
+        async with EventStreamWriter(pool, ctl, "sc", "st", auth=True) as writer, \
+                TransactionalEventStreamWriter(pool, ctl, "sc", "st", auth=True) as txns:
+            await writer.write(event(0, 0), routing_key="key-0")
+            await writer.flush()
+            await ctl.scale_stream("sc", "st", [0, 1], [(0.0, 1.0)])
+            await writer.write(event(0, 1), routing_key="key-0")
+            await writer.flush()
+            txn = await txns.begin()
+            await txn.write(event(0, 2), routing_key="key-0")
+            await txn.commit()
+        await ctl.seal_stream("sc", "st")
+        token = cluster.issue_token("sc", "st")
+
+        async def tokens(segment: str, expired: bool) -> str:
+            return token
+
+        got = []
+        for name in ("sc/st/0.#epoch.0", "sc/st/1.#epoch.0", "sc/st/2.#epoch.1"):
+            async with SegmentReader(pool, ctl, name, token_provider=tokens) as reader:
+                while True:
+                    try:
+                        got.append(struct.unpack(">II", bytes(
+                            await reader.read_event(timeout=10))[:8]))
+                    except EndOfSegment:
+                        break
+        assert got == [(0, 0), (0, 1), (0, 2)]

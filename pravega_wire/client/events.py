@@ -32,11 +32,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConnectionClosedError, SegmentSealedError
+from ._common import CachingTokenProvider
 from .controller import SegmentWithRange, hash_routing_key
 from .stream import ROUTING_CACHE_SIZE, _token_provider
 from .writer import EventWriterConfig, SegmentWriter
 
 __all__ = ["EventStreamWriter", "StreamSealedError", "KeyRouter"]
+
+
+def segment_writer(pool: Any, controller: Any, segment: str, config: EventWriterConfig,
+                   tokens: CachingTokenProvider | None) -> SegmentWriter:
+    """A writer for one segment of a stream writer: located by ``controller``, with the
+    stream writer's ``config`` and, with auth, its cached ``tokens``."""
+    if tokens is None:
+        return SegmentWriter(pool, controller, segment, config=config)
+    return SegmentWriter(pool, controller, segment, config=config, token_provider=tokens)
 
 
 class StreamSealedError(SegmentSealedError):
@@ -175,10 +185,8 @@ class EventStreamWriter:
     def _lane(self, segment: SegmentWithRange) -> _Lane:
         lane = self._lanes.get(segment.segment_id)
         if lane is None:
-            kwargs: dict[str, Any] = {"config": self.config}
-            if self._tokens is not None:
-                kwargs["token_provider"] = self._tokens
-            lane = _Lane(SegmentWriter(self._pool, self._controller, segment.name, **kwargs))
+            lane = _Lane(segment_writer(self._pool, self._controller, segment.name,
+                                        self.config, self._tokens))
             self._lanes[segment.segment_id] = lane
         return lane
 

@@ -33,7 +33,7 @@ from ..errors import PravegaWireError
 from ..naming import txn_epoch
 from .controller import ControllerError, SegmentWithRange
 from .controller import Transaction as TransactionInfo
-from .events import KeyRouter
+from .events import KeyRouter, segment_writer
 from .stream import _token_provider
 from .writer import EventWriterConfig, SegmentWriter
 
@@ -204,10 +204,7 @@ class TransactionalEventStreamWriter:
         await self.close()
 
     def _segment_writer(self, segment: str) -> SegmentWriter:
-        kwargs: dict[str, Any] = {"config": self.config}
-        if self._tokens is not None:
-            kwargs["token_provider"] = self._tokens
-        return SegmentWriter(self._pool, self._controller, segment, **kwargs)
+        return segment_writer(self._pool, self._controller, segment, self.config, self._tokens)
 
     async def begin(self) -> Transaction:
         """Open a transaction on the stream's current segments."""
