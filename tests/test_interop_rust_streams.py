@@ -158,6 +158,10 @@ def test_rust_stream_manager_administers_streams_with_policies_and_tags():
                 return [(await meta.get_info(f"rs/plain/{i}.#epoch.0")).exists for i in (0, 1)]
 
         assert _with_controller(cluster.controller_uri, gone) == [False, False]
+        assert manager.seal_stream("rs", "tagged")
+        assert manager.delete_stream("rs", "tagged")
+        assert manager.delete_scope("rs")
+        assert manager.list_scope() == []
 
 
 # ---- writers and readers across scales -------------------------------------------------------
