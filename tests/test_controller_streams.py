@@ -427,3 +427,27 @@ async def test_delete_scope_recursive_removes_streams_segments_and_transactions(
     await ctl.delete_scope_recursive("sc")  # a missing scope: nothing to do
     with pytest.raises(SegmentTruncatedError):  # a reader's view of a deleted segment
         await read_events(pool, ctl, "sc/one/0.#epoch.0", 1)
+
+
+@pytest.mark.asyncio
+async def test_transaction_segments_share_their_parents_endpoint(env, monkeypatch):
+    cluster, ctl, _ = env
+    await ctl.create_stream("sc", "st", 1)
+    calls = []
+    call = ctl._call
+
+    async def counting(rpc, request, *args, **kwargs):
+        calls.append(rpc)
+        return await call(rpc, request, *args, **kwargs)
+
+    monkeypatch.setattr(ctl, "_call", counting)
+    parent = "sc/st/0.#epoch.0"
+    endpoint = await ctl.get_endpoint(parent)
+    assert endpoint == cluster.store_for(parent).endpoint
+    for _ in range(3):
+        txn = await ctl.create_transaction("sc", "st", lease_ms=60_000)
+        assert await ctl.get_endpoint(txn.segment_names[0]) == endpoint
+    assert calls.count("getURI") == 1
+    ctl.invalidate(txn.segment_names[0])  # forgets the parent's answer too
+    assert await ctl.get_endpoint(parent) == endpoint
+    assert calls.count("getURI") == 2

@@ -903,7 +903,10 @@ class ControllerClient:
     async def get_endpoint(self, segment: str) -> tuple[str, int]:
         """``(host, port)`` of the segment store that owns the qualified segment name
         ``segment`` (an IPv6 host without brackets). Answers are cached until
-        :meth:`invalidate`; concurrent lookups of one name share a single call."""
+        :meth:`invalidate`; concurrent lookups of one name share a single call. A transaction
+        or transient segment lives with its parent segment (``getURI`` names the parent), so
+        it shares the parent's answer."""
+        segment = primary_segment_name(segment)
         cached = self._endpoints.get(segment)
         if cached is not None:
             return cached
@@ -917,6 +920,7 @@ class ControllerClient:
     def invalidate(self, segment: str) -> None:
         """Forget the cached endpoint of ``segment`` (after WrongHost or a connection failure);
         a lookup in progress for it is not cached either."""
+        segment = primary_segment_name(segment)
         self._endpoints.pop(segment, None)
         self._lookups.pop(segment, None)
 

@@ -40,13 +40,13 @@ from .writer import EventWriterConfig, SegmentWriter
 __all__ = ["EventStreamWriter", "StreamSealedError", "KeyRouter"]
 
 
-def segment_writer(pool: Any, controller: Any, segment: str, config: EventWriterConfig,
-                   tokens: CachingTokenProvider | None) -> SegmentWriter:
-    """A writer for one segment of a stream writer: located by ``controller``, with the
-    stream writer's ``config`` and, with auth, its cached ``tokens``."""
+def writer_options(config: EventWriterConfig,
+                   tokens: CachingTokenProvider | None) -> dict[str, Any]:
+    """The keyword arguments of the SegmentWriters of a stream writer: its ``config`` and,
+    with auth, its cached ``tokens``."""
     if tokens is None:
-        return SegmentWriter(pool, controller, segment, config=config)
-    return SegmentWriter(pool, controller, segment, config=config, token_provider=tokens)
+        return {"config": config}
+    return {"config": config, "token_provider": tokens}
 
 
 class StreamSealedError(SegmentSealedError):
@@ -185,8 +185,8 @@ class EventStreamWriter:
     def _lane(self, segment: SegmentWithRange) -> _Lane:
         lane = self._lanes.get(segment.segment_id)
         if lane is None:
-            lane = _Lane(segment_writer(self._pool, self._controller, segment.name,
-                                        self.config, self._tokens))
+            lane = _Lane(SegmentWriter(self._pool, self._controller, segment.name,
+                                       **writer_options(self.config, self._tokens)))
             self._lanes[segment.segment_id] = lane
         return lane
 

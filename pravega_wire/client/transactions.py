@@ -33,7 +33,7 @@ from ..errors import PravegaWireError
 from ..naming import txn_epoch
 from .controller import ControllerError, SegmentWithRange
 from .controller import Transaction as TransactionInfo
-from .events import KeyRouter, segment_writer
+from .events import KeyRouter, writer_options
 from .stream import _token_provider
 from .writer import EventWriterConfig, SegmentWriter
 
@@ -87,15 +87,26 @@ class Transaction:
         segment whose transaction segment it went to."""
         self._check_open()
         segment = self._router.segment_for(routing_key)
-        writer = self._writers.get(segment.segment_id)
-        if writer is None:
-            writer = self._owner._segment_writer(self._names[segment.segment_id])
-            self._writers[segment.segment_id] = writer
         try:
+            writer = self._writers.get(segment.segment_id)
+            if writer is None:
+                writer = await self._open_writer(segment.segment_id)
             await writer.write(event)
         except PravegaWireError as exc:
             raise TxnFailedError(f"transaction {self.txn_id}: {exc}", self.status) from exc
         return segment
+
+    async def _open_writer(self, segment_id: int) -> SegmentWriter:
+        """A connected writer for the transaction segment beside ``segment_id``. (Connected
+        before its first event, so that a flush soon after finds it ready and closes its
+        append block at once, rather than when the block's timer ends it.)"""
+        writer = await SegmentWriter.open(self._owner._pool, self._owner._controller,
+                                          self._names[segment_id], **self._owner._options)
+        current = self._writers.setdefault(segment_id, writer)
+        if current is not writer:  # a concurrent write opened one first
+            await writer.close(flush=False)
+        self._check_open()
+        return current
 
     async def flush(self) -> None:
         """Wait until every event written so far is stored in the transaction segments."""
@@ -191,7 +202,8 @@ class TransactionalEventStreamWriter:
             raise ValueError(f"ping_interval must be positive, not {ping_interval}")
         self.config = config
         self.writer_id = writer_id or uuid.uuid4().hex
-        self._tokens = _token_provider(controller, scope, stream) if auth else None
+        self._options = writer_options(
+            config, _token_provider(controller, scope, stream) if auth else None)
         self._open: dict[uuid.UUID, Transaction] = {}
         self._pinger: asyncio.Task[None] | None = None
         #: Pings sent so far (all transactions).
@@ -202,9 +214,6 @@ class TransactionalEventStreamWriter:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def _segment_writer(self, segment: str) -> SegmentWriter:
-        return segment_writer(self._pool, self._controller, segment, self.config, self._tokens)
 
     async def begin(self) -> Transaction:
         """Open a transaction on the stream's current segments."""
