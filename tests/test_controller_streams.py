@@ -451,3 +451,15 @@ async def test_transaction_segments_share_their_parents_endpoint(env, monkeypatc
     ctl.invalidate(txn.segment_names[0])  # forgets the parent's answer too
     assert await ctl.get_endpoint(parent) == endpoint
     assert calls.count("getURI") == 2
+
+
+@pytest.mark.asyncio
+async def test_no_lease_runs_out_on_a_stopped_controller(env):
+    cluster, ctl, _ = env
+    controller = cluster.controller
+    await ctl.create_stream("sc", "st", 1)
+    txn = await ctl.create_transaction("sc", "st", lease_ms=100)
+    await controller.stop()
+    with pytest.raises(asyncio.TimeoutError):  # five leases long: nothing aborts it
+        await asyncio.wait_for(controller.transaction_finished("sc", "st", txn.txn_id), 0.5)
+    assert stored(cluster, txn.segment_names[0]) is not None

@@ -399,6 +399,8 @@ class EmbeddedController:
         #: Next unused segment number per stream name, kept across delete and re-create.
         self._next_number: dict[tuple[str, str], int] = {}
         self._mutex: asyncio.Lock | None = None
+        #: Aborts of transactions whose lease ran out, in progress.
+        self._expiries: set[asyncio.Task[None]] = set()
         self._server: Any = None
         self._grpc, self._pb, self._pb_grpc = _load_grpc()
 
@@ -446,6 +448,11 @@ class EmbeddedController:
         server, self._server = self._server, None
         if server is not None:
             await server.stop(grace)
+        for record in self._streams.values():  # no lease runs out on a stopped controller
+            for txn in record.transactions.values():
+                self._cancel_lease(txn)
+        for task in list(self._expiries):
+            task.cancel()
 
     async def __aenter__(self) -> EmbeddedController:
         await self.start()
@@ -1002,8 +1009,15 @@ class EmbeddedController:
         self._cancel_lease(txn)
         loop = asyncio.get_running_loop()
         txn.deadline = loop.time() + lease_ms / 1000
-        txn.timer = loop.call_later(lease_ms / 1000, lambda: loop.create_task(
-            self._lease_expired(scope, stream, txn)))
+        txn.timer = loop.call_later(lease_ms / 1000, self._expire, scope, stream, txn)
+
+    def _expire(self, scope: str, stream: str, txn: _Transaction) -> None:
+        """The lease timer: abort the transaction in a task the controller keeps (the loop
+        holds tasks weakly) until it is done."""
+        txn.timer = None
+        task = asyncio.get_running_loop().create_task(self._lease_expired(scope, stream, txn))
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
 
     @staticmethod
     def _cancel_lease(txn: _Transaction) -> None:
