@@ -253,6 +253,16 @@ class StreamsInScopeRequest(_message.Message):
     continuationToken: ContinuationToken
     def __init__(self, scope: _Optional[_Union[ScopeInfo, _Mapping]] = ..., continuationToken: _Optional[_Union[ContinuationToken, _Mapping]] = ...) -> None: ...
 
+class StreamsInScopeWithTagRequest(_message.Message):
+    __slots__ = ("scope", "tag", "continuationToken")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATIONTOKEN_FIELD_NUMBER: _ClassVar[int]
+    scope: ScopeInfo
+    tag: str
+    continuationToken: ContinuationToken
+    def __init__(self, scope: _Optional[_Union[ScopeInfo, _Mapping]] = ..., tag: _Optional[str] = ..., continuationToken: _Optional[_Union[ContinuationToken, _Mapping]] = ...) -> None: ...
+
 class StreamsInScopeResponse(_message.Message):
     __slots__ = ("streams", "continuationToken", "status")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -326,3 +336,260 @@ class SuccessorResponse(_message.Message):
     segments: _containers.RepeatedCompositeFieldContainer[SuccessorResponse.SegmentEntry]
     delegationToken: str
     def __init__(self, segments: _Optional[_Iterable[_Union[SuccessorResponse.SegmentEntry, _Mapping]]] = ..., delegationToken: _Optional[str] = ...) -> None: ...
+
+class GetEpochSegmentsRequest(_message.Message):
+    __slots__ = ("streamInfo", "epoch")
+    STREAMINFO_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    streamInfo: StreamInfo
+    epoch: int
+    def __init__(self, streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class StreamCut(_message.Message):
+    __slots__ = ("streamInfo", "cut")
+    class CutEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    STREAMINFO_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    streamInfo: StreamInfo
+    cut: _containers.ScalarMap[int, int]
+    def __init__(self, streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., cut: _Optional[_Mapping[int, int]] = ...) -> None: ...
+
+class StreamCutRange(_message.Message):
+    __slots__ = ("streamInfo", "to")
+    class FromEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    class ToEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    STREAMINFO_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    streamInfo: StreamInfo
+    to: _containers.ScalarMap[int, int]
+    def __init__(self, streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., to: _Optional[_Mapping[int, int]] = ..., **kwargs) -> None: ...
+
+class StreamCutRangeResponse(_message.Message):
+    __slots__ = ("segments", "delegationToken")
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    DELEGATIONTOKEN_FIELD_NUMBER: _ClassVar[int]
+    segments: _containers.RepeatedCompositeFieldContainer[SegmentId]
+    delegationToken: str
+    def __init__(self, segments: _Optional[_Iterable[_Union[SegmentId, _Mapping]]] = ..., delegationToken: _Optional[str] = ...) -> None: ...
+
+class StreamCutValidityResponse(_message.Message):
+    __slots__ = ("response",)
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    response: bool
+    def __init__(self, response: _Optional[bool] = ...) -> None: ...
+
+class ScaleRequest(_message.Message):
+    __slots__ = ("streamInfo", "sealedSegments", "newKeyRanges", "scaleTimestamp")
+    class KeyRangeEntry(_message.Message):
+        __slots__ = ("start", "end")
+        START_FIELD_NUMBER: _ClassVar[int]
+        END_FIELD_NUMBER: _ClassVar[int]
+        start: float
+        end: float
+        def __init__(self, start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+    STREAMINFO_FIELD_NUMBER: _ClassVar[int]
+    SEALEDSEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEWKEYRANGES_FIELD_NUMBER: _ClassVar[int]
+    SCALETIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    streamInfo: StreamInfo
+    sealedSegments: _containers.RepeatedScalarFieldContainer[int]
+    newKeyRanges: _containers.RepeatedCompositeFieldContainer[ScaleRequest.KeyRangeEntry]
+    scaleTimestamp: int
+    def __init__(self, streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., sealedSegments: _Optional[_Iterable[int]] = ..., newKeyRanges: _Optional[_Iterable[_Union[ScaleRequest.KeyRangeEntry, _Mapping]]] = ..., scaleTimestamp: _Optional[int] = ...) -> None: ...
+
+class ScaleResponse(_message.Message):
+    __slots__ = ("status", "segments", "epoch")
+    class ScaleStreamStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STARTED: _ClassVar[ScaleResponse.ScaleStreamStatus]
+        FAILURE: _ClassVar[ScaleResponse.ScaleStreamStatus]
+        PRECONDITION_FAILED: _ClassVar[ScaleResponse.ScaleStreamStatus]
+    STARTED: ScaleResponse.ScaleStreamStatus
+    FAILURE: ScaleResponse.ScaleStreamStatus
+    PRECONDITION_FAILED: ScaleResponse.ScaleStreamStatus
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    status: ScaleResponse.ScaleStreamStatus
+    segments: _containers.RepeatedCompositeFieldContainer[SegmentRange]
+    epoch: int
+    def __init__(self, status: _Optional[_Union[ScaleResponse.ScaleStreamStatus, str]] = ..., segments: _Optional[_Iterable[_Union[SegmentRange, _Mapping]]] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class ScaleStatusRequest(_message.Message):
+    __slots__ = ("streamInfo", "epoch")
+    STREAMINFO_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    streamInfo: StreamInfo
+    epoch: int
+    def __init__(self, streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class ScaleStatusResponse(_message.Message):
+    __slots__ = ("status",)
+    class ScaleStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        IN_PROGRESS: _ClassVar[ScaleStatusResponse.ScaleStatus]
+        SUCCESS: _ClassVar[ScaleStatusResponse.ScaleStatus]
+        INVALID_INPUT: _ClassVar[ScaleStatusResponse.ScaleStatus]
+        INTERNAL_ERROR: _ClassVar[ScaleStatusResponse.ScaleStatus]
+    IN_PROGRESS: ScaleStatusResponse.ScaleStatus
+    SUCCESS: ScaleStatusResponse.ScaleStatus
+    INVALID_INPUT: ScaleStatusResponse.ScaleStatus
+    INTERNAL_ERROR: ScaleStatusResponse.ScaleStatus
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: ScaleStatusResponse.ScaleStatus
+    def __init__(self, status: _Optional[_Union[ScaleStatusResponse.ScaleStatus, str]] = ...) -> None: ...
+
+class TxnId(_message.Message):
+    __slots__ = ("highBits", "lowBits")
+    HIGHBITS_FIELD_NUMBER: _ClassVar[int]
+    LOWBITS_FIELD_NUMBER: _ClassVar[int]
+    highBits: int
+    lowBits: int
+    def __init__(self, highBits: _Optional[int] = ..., lowBits: _Optional[int] = ...) -> None: ...
+
+class CreateTxnRequest(_message.Message):
+    __slots__ = ("streamInfo", "lease", "scaleGracePeriod")
+    STREAMINFO_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    SCALEGRACEPERIOD_FIELD_NUMBER: _ClassVar[int]
+    streamInfo: StreamInfo
+    lease: int
+    scaleGracePeriod: int
+    def __init__(self, streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., lease: _Optional[int] = ..., scaleGracePeriod: _Optional[int] = ...) -> None: ...
+
+class CreateTxnResponse(_message.Message):
+    __slots__ = ("txnId", "activeSegments", "delegationToken")
+    TXNID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVESEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    DELEGATIONTOKEN_FIELD_NUMBER: _ClassVar[int]
+    txnId: TxnId
+    activeSegments: _containers.RepeatedCompositeFieldContainer[SegmentRange]
+    delegationToken: str
+    def __init__(self, txnId: _Optional[_Union[TxnId, _Mapping]] = ..., activeSegments: _Optional[_Iterable[_Union[SegmentRange, _Mapping]]] = ..., delegationToken: _Optional[str] = ...) -> None: ...
+
+class TxnRequest(_message.Message):
+    __slots__ = ("streamInfo", "txnId", "writerId", "timestamp")
+    STREAMINFO_FIELD_NUMBER: _ClassVar[int]
+    TXNID_FIELD_NUMBER: _ClassVar[int]
+    WRITERID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    streamInfo: StreamInfo
+    txnId: TxnId
+    writerId: str
+    timestamp: int
+    def __init__(self, streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., txnId: _Optional[_Union[TxnId, _Mapping]] = ..., writerId: _Optional[str] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class PingTxnRequest(_message.Message):
+    __slots__ = ("streamInfo", "txnId", "lease")
+    STREAMINFO_FIELD_NUMBER: _ClassVar[int]
+    TXNID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    streamInfo: StreamInfo
+    txnId: TxnId
+    lease: int
+    def __init__(self, streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., txnId: _Optional[_Union[TxnId, _Mapping]] = ..., lease: _Optional[int] = ...) -> None: ...
+
+class TxnStatus(_message.Message):
+    __slots__ = ("status",)
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SUCCESS: _ClassVar[TxnStatus.Status]
+        FAILURE: _ClassVar[TxnStatus.Status]
+        STREAM_NOT_FOUND: _ClassVar[TxnStatus.Status]
+        TRANSACTION_NOT_FOUND: _ClassVar[TxnStatus.Status]
+    SUCCESS: TxnStatus.Status
+    FAILURE: TxnStatus.Status
+    STREAM_NOT_FOUND: TxnStatus.Status
+    TRANSACTION_NOT_FOUND: TxnStatus.Status
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: TxnStatus.Status
+    def __init__(self, status: _Optional[_Union[TxnStatus.Status, str]] = ...) -> None: ...
+
+class PingTxnStatus(_message.Message):
+    __slots__ = ("status",)
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OK: _ClassVar[PingTxnStatus.Status]
+        LEASE_TOO_LARGE: _ClassVar[PingTxnStatus.Status]
+        MAX_EXECUTION_TIME_EXCEEDED: _ClassVar[PingTxnStatus.Status]
+        SCALE_GRACE_TIME_EXCEEDED: _ClassVar[PingTxnStatus.Status]
+        DISCONNECTED: _ClassVar[PingTxnStatus.Status]
+        COMMITTED: _ClassVar[PingTxnStatus.Status]
+        ABORTED: _ClassVar[PingTxnStatus.Status]
+        UNKNOWN: _ClassVar[PingTxnStatus.Status]
+    OK: PingTxnStatus.Status
+    LEASE_TOO_LARGE: PingTxnStatus.Status
+    MAX_EXECUTION_TIME_EXCEEDED: PingTxnStatus.Status
+    SCALE_GRACE_TIME_EXCEEDED: PingTxnStatus.Status
+    DISCONNECTED: PingTxnStatus.Status
+    COMMITTED: PingTxnStatus.Status
+    ABORTED: PingTxnStatus.Status
+    UNKNOWN: PingTxnStatus.Status
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: PingTxnStatus.Status
+    def __init__(self, status: _Optional[_Union[PingTxnStatus.Status, str]] = ...) -> None: ...
+
+class TxnState(_message.Message):
+    __slots__ = ("state",)
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UNKNOWN: _ClassVar[TxnState.State]
+        OPEN: _ClassVar[TxnState.State]
+        COMMITTING: _ClassVar[TxnState.State]
+        COMMITTED: _ClassVar[TxnState.State]
+        ABORTING: _ClassVar[TxnState.State]
+        ABORTED: _ClassVar[TxnState.State]
+    UNKNOWN: TxnState.State
+    OPEN: TxnState.State
+    COMMITTING: TxnState.State
+    COMMITTED: TxnState.State
+    ABORTING: TxnState.State
+    ABORTED: TxnState.State
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: TxnState.State
+    def __init__(self, state: _Optional[_Union[TxnState.State, str]] = ...) -> None: ...
+
+class ListCompletedTxnRequest(_message.Message):
+    __slots__ = ("streamInfo",)
+    STREAMINFO_FIELD_NUMBER: _ClassVar[int]
+    streamInfo: StreamInfo
+    def __init__(self, streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ...) -> None: ...
+
+class TxnResponse(_message.Message):
+    __slots__ = ("txnId", "status")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        COMMITTED: _ClassVar[TxnResponse.Status]
+        ABORTED: _ClassVar[TxnResponse.Status]
+    COMMITTED: TxnResponse.Status
+    ABORTED: TxnResponse.Status
+    TXNID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    txnId: TxnId
+    status: TxnResponse.Status
+    def __init__(self, txnId: _Optional[_Union[TxnId, _Mapping]] = ..., status: _Optional[_Union[TxnResponse.Status, str]] = ...) -> None: ...
+
+class ListCompletedTxnResponse(_message.Message):
+    __slots__ = ("response",)
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    response: _containers.RepeatedCompositeFieldContainer[TxnResponse]
+    def __init__(self, response: _Optional[_Iterable[_Union[TxnResponse, _Mapping]]] = ...) -> None: ...

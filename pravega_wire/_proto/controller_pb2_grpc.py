@@ -54,6 +54,11 @@ class ControllerServiceStub:
                 request_serializer=controller__pb2.ScopeInfo.SerializeToString,
                 response_deserializer=controller__pb2.DeleteScopeStatus.FromString,
                 _registered_method=True)
+        self.deleteScopeRecursive = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/deleteScopeRecursive',
+                request_serializer=controller__pb2.ScopeInfo.SerializeToString,
+                response_deserializer=controller__pb2.DeleteScopeStatus.FromString,
+                _registered_method=True)
         self.checkScopeExists = channel.unary_unary(
                 '/io.pravega.controller.stream.api.grpc.v1.ControllerService/checkScopeExists',
                 request_serializer=controller__pb2.ScopeInfo.SerializeToString,
@@ -99,9 +104,24 @@ class ControllerServiceStub:
                 request_serializer=controller__pb2.StreamsInScopeRequest.SerializeToString,
                 response_deserializer=controller__pb2.StreamsInScopeResponse.FromString,
                 _registered_method=True)
+        self.listStreamsInScopeForTag = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/listStreamsInScopeForTag',
+                request_serializer=controller__pb2.StreamsInScopeWithTagRequest.SerializeToString,
+                response_deserializer=controller__pb2.StreamsInScopeResponse.FromString,
+                _registered_method=True)
+        self.truncateStream = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/truncateStream',
+                request_serializer=controller__pb2.StreamCut.SerializeToString,
+                response_deserializer=controller__pb2.UpdateStreamStatus.FromString,
+                _registered_method=True)
         self.getCurrentSegments = channel.unary_unary(
                 '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getCurrentSegments',
                 request_serializer=controller__pb2.StreamInfo.SerializeToString,
+                response_deserializer=controller__pb2.SegmentRanges.FromString,
+                _registered_method=True)
+        self.getEpochSegments = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getEpochSegments',
+                request_serializer=controller__pb2.GetEpochSegmentsRequest.SerializeToString,
                 response_deserializer=controller__pb2.SegmentRanges.FromString,
                 _registered_method=True)
         self.getSegments = channel.unary_unary(
@@ -114,10 +134,60 @@ class ControllerServiceStub:
                 request_serializer=controller__pb2.SegmentId.SerializeToString,
                 response_deserializer=controller__pb2.SuccessorResponse.FromString,
                 _registered_method=True)
+        self.getSegmentsBetween = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getSegmentsBetween',
+                request_serializer=controller__pb2.StreamCutRange.SerializeToString,
+                response_deserializer=controller__pb2.StreamCutRangeResponse.FromString,
+                _registered_method=True)
         self.isSegmentValid = channel.unary_unary(
                 '/io.pravega.controller.stream.api.grpc.v1.ControllerService/isSegmentValid',
                 request_serializer=controller__pb2.SegmentId.SerializeToString,
                 response_deserializer=controller__pb2.SegmentValidityResponse.FromString,
+                _registered_method=True)
+        self.isStreamCutValid = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/isStreamCutValid',
+                request_serializer=controller__pb2.StreamCut.SerializeToString,
+                response_deserializer=controller__pb2.StreamCutValidityResponse.FromString,
+                _registered_method=True)
+        self.scale = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/scale',
+                request_serializer=controller__pb2.ScaleRequest.SerializeToString,
+                response_deserializer=controller__pb2.ScaleResponse.FromString,
+                _registered_method=True)
+        self.checkScale = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/checkScale',
+                request_serializer=controller__pb2.ScaleStatusRequest.SerializeToString,
+                response_deserializer=controller__pb2.ScaleStatusResponse.FromString,
+                _registered_method=True)
+        self.createTransaction = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/createTransaction',
+                request_serializer=controller__pb2.CreateTxnRequest.SerializeToString,
+                response_deserializer=controller__pb2.CreateTxnResponse.FromString,
+                _registered_method=True)
+        self.commitTransaction = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/commitTransaction',
+                request_serializer=controller__pb2.TxnRequest.SerializeToString,
+                response_deserializer=controller__pb2.TxnStatus.FromString,
+                _registered_method=True)
+        self.abortTransaction = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/abortTransaction',
+                request_serializer=controller__pb2.TxnRequest.SerializeToString,
+                response_deserializer=controller__pb2.TxnStatus.FromString,
+                _registered_method=True)
+        self.pingTransaction = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/pingTransaction',
+                request_serializer=controller__pb2.PingTxnRequest.SerializeToString,
+                response_deserializer=controller__pb2.PingTxnStatus.FromString,
+                _registered_method=True)
+        self.checkTransactionState = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/checkTransactionState',
+                request_serializer=controller__pb2.TxnRequest.SerializeToString,
+                response_deserializer=controller__pb2.TxnState.FromString,
+                _registered_method=True)
+        self.listCompletedTransactions = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/listCompletedTransactions',
+                request_serializer=controller__pb2.ListCompletedTxnRequest.SerializeToString,
+                response_deserializer=controller__pb2.ListCompletedTxnResponse.FromString,
                 _registered_method=True)
         self.getDelegationToken = channel.unary_unary(
                 '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getDelegationToken',
@@ -150,6 +220,12 @@ class ControllerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def deleteScope(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def deleteScopeRecursive(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,9 +285,27 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def listStreamsInScopeForTag(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def truncateStream(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def getCurrentSegments(self, request, context):
         """Segments (core)
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def getEpochSegments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -228,7 +322,69 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def getSegmentsBetween(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def isSegmentValid(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def isStreamCutValid(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def scale(self, request, context):
+        """Scaling
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def checkScale(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def createTransaction(self, request, context):
+        """Transactions
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def commitTransaction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def abortTransaction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def pingTransaction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def checkTransactionState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def listCompletedTransactions(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -261,6 +417,11 @@ def add_ControllerServiceServicer_to_server(servicer, server):
             ),
             'deleteScope': grpc.unary_unary_rpc_method_handler(
                     servicer.deleteScope,
+                    request_deserializer=controller__pb2.ScopeInfo.FromString,
+                    response_serializer=controller__pb2.DeleteScopeStatus.SerializeToString,
+            ),
+            'deleteScopeRecursive': grpc.unary_unary_rpc_method_handler(
+                    servicer.deleteScopeRecursive,
                     request_deserializer=controller__pb2.ScopeInfo.FromString,
                     response_serializer=controller__pb2.DeleteScopeStatus.SerializeToString,
             ),
@@ -309,9 +470,24 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     request_deserializer=controller__pb2.StreamsInScopeRequest.FromString,
                     response_serializer=controller__pb2.StreamsInScopeResponse.SerializeToString,
             ),
+            'listStreamsInScopeForTag': grpc.unary_unary_rpc_method_handler(
+                    servicer.listStreamsInScopeForTag,
+                    request_deserializer=controller__pb2.StreamsInScopeWithTagRequest.FromString,
+                    response_serializer=controller__pb2.StreamsInScopeResponse.SerializeToString,
+            ),
+            'truncateStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.truncateStream,
+                    request_deserializer=controller__pb2.StreamCut.FromString,
+                    response_serializer=controller__pb2.UpdateStreamStatus.SerializeToString,
+            ),
             'getCurrentSegments': grpc.unary_unary_rpc_method_handler(
                     servicer.getCurrentSegments,
                     request_deserializer=controller__pb2.StreamInfo.FromString,
+                    response_serializer=controller__pb2.SegmentRanges.SerializeToString,
+            ),
+            'getEpochSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.getEpochSegments,
+                    request_deserializer=controller__pb2.GetEpochSegmentsRequest.FromString,
                     response_serializer=controller__pb2.SegmentRanges.SerializeToString,
             ),
             'getSegments': grpc.unary_unary_rpc_method_handler(
@@ -324,10 +500,60 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     request_deserializer=controller__pb2.SegmentId.FromString,
                     response_serializer=controller__pb2.SuccessorResponse.SerializeToString,
             ),
+            'getSegmentsBetween': grpc.unary_unary_rpc_method_handler(
+                    servicer.getSegmentsBetween,
+                    request_deserializer=controller__pb2.StreamCutRange.FromString,
+                    response_serializer=controller__pb2.StreamCutRangeResponse.SerializeToString,
+            ),
             'isSegmentValid': grpc.unary_unary_rpc_method_handler(
                     servicer.isSegmentValid,
                     request_deserializer=controller__pb2.SegmentId.FromString,
                     response_serializer=controller__pb2.SegmentValidityResponse.SerializeToString,
+            ),
+            'isStreamCutValid': grpc.unary_unary_rpc_method_handler(
+                    servicer.isStreamCutValid,
+                    request_deserializer=controller__pb2.StreamCut.FromString,
+                    response_serializer=controller__pb2.StreamCutValidityResponse.SerializeToString,
+            ),
+            'scale': grpc.unary_unary_rpc_method_handler(
+                    servicer.scale,
+                    request_deserializer=controller__pb2.ScaleRequest.FromString,
+                    response_serializer=controller__pb2.ScaleResponse.SerializeToString,
+            ),
+            'checkScale': grpc.unary_unary_rpc_method_handler(
+                    servicer.checkScale,
+                    request_deserializer=controller__pb2.ScaleStatusRequest.FromString,
+                    response_serializer=controller__pb2.ScaleStatusResponse.SerializeToString,
+            ),
+            'createTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.createTransaction,
+                    request_deserializer=controller__pb2.CreateTxnRequest.FromString,
+                    response_serializer=controller__pb2.CreateTxnResponse.SerializeToString,
+            ),
+            'commitTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.commitTransaction,
+                    request_deserializer=controller__pb2.TxnRequest.FromString,
+                    response_serializer=controller__pb2.TxnStatus.SerializeToString,
+            ),
+            'abortTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.abortTransaction,
+                    request_deserializer=controller__pb2.TxnRequest.FromString,
+                    response_serializer=controller__pb2.TxnStatus.SerializeToString,
+            ),
+            'pingTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.pingTransaction,
+                    request_deserializer=controller__pb2.PingTxnRequest.FromString,
+                    response_serializer=controller__pb2.PingTxnStatus.SerializeToString,
+            ),
+            'checkTransactionState': grpc.unary_unary_rpc_method_handler(
+                    servicer.checkTransactionState,
+                    request_deserializer=controller__pb2.TxnRequest.FromString,
+                    response_serializer=controller__pb2.TxnState.SerializeToString,
+            ),
+            'listCompletedTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.listCompletedTransactions,
+                    request_deserializer=controller__pb2.ListCompletedTxnRequest.FromString,
+                    response_serializer=controller__pb2.ListCompletedTxnResponse.SerializeToString,
             ),
             'getDelegationToken': grpc.unary_unary_rpc_method_handler(
                     servicer.getDelegationToken,
@@ -441,6 +667,33 @@ class ControllerService:
             request,
             target,
             '/io.pravega.controller.stream.api.grpc.v1.ControllerService/deleteScope',
+            controller__pb2.ScopeInfo.SerializeToString,
+            controller__pb2.DeleteScopeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def deleteScopeRecursive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/deleteScopeRecursive',
             controller__pb2.ScopeInfo.SerializeToString,
             controller__pb2.DeleteScopeStatus.FromString,
             options,
@@ -697,6 +950,60 @@ class ControllerService:
             _registered_method=True)
 
     @staticmethod
+    def listStreamsInScopeForTag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/listStreamsInScopeForTag',
+            controller__pb2.StreamsInScopeWithTagRequest.SerializeToString,
+            controller__pb2.StreamsInScopeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def truncateStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/truncateStream',
+            controller__pb2.StreamCut.SerializeToString,
+            controller__pb2.UpdateStreamStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def getCurrentSegments(request,
             target,
             options=(),
@@ -712,6 +1019,33 @@ class ControllerService:
             target,
             '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getCurrentSegments',
             controller__pb2.StreamInfo.SerializeToString,
+            controller__pb2.SegmentRanges.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def getEpochSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getEpochSegments',
+            controller__pb2.GetEpochSegmentsRequest.SerializeToString,
             controller__pb2.SegmentRanges.FromString,
             options,
             channel_credentials,
@@ -778,6 +1112,33 @@ class ControllerService:
             _registered_method=True)
 
     @staticmethod
+    def getSegmentsBetween(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getSegmentsBetween',
+            controller__pb2.StreamCutRange.SerializeToString,
+            controller__pb2.StreamCutRangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def isSegmentValid(request,
             target,
             options=(),
@@ -794,6 +1155,249 @@ class ControllerService:
             '/io.pravega.controller.stream.api.grpc.v1.ControllerService/isSegmentValid',
             controller__pb2.SegmentId.SerializeToString,
             controller__pb2.SegmentValidityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def isStreamCutValid(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/isStreamCutValid',
+            controller__pb2.StreamCut.SerializeToString,
+            controller__pb2.StreamCutValidityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def scale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/scale',
+            controller__pb2.ScaleRequest.SerializeToString,
+            controller__pb2.ScaleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def checkScale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/checkScale',
+            controller__pb2.ScaleStatusRequest.SerializeToString,
+            controller__pb2.ScaleStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def createTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/createTransaction',
+            controller__pb2.CreateTxnRequest.SerializeToString,
+            controller__pb2.CreateTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def commitTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/commitTransaction',
+            controller__pb2.TxnRequest.SerializeToString,
+            controller__pb2.TxnStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def abortTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/abortTransaction',
+            controller__pb2.TxnRequest.SerializeToString,
+            controller__pb2.TxnStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def pingTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/pingTransaction',
+            controller__pb2.PingTxnRequest.SerializeToString,
+            controller__pb2.PingTxnStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def checkTransactionState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/checkTransactionState',
+            controller__pb2.TxnRequest.SerializeToString,
+            controller__pb2.TxnState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def listCompletedTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/listCompletedTransactions',
+            controller__pb2.ListCompletedTxnRequest.SerializeToString,
+            controller__pb2.ListCompletedTxnResponse.FromString,
             options,
             channel_credentials,
             insecure,

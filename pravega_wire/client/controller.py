@@ -3,8 +3,10 @@
 :class:`ControllerClient` speaks the controller subset of CONTROLLER.md to a real Pravega
 controller or to :class:`pravega_wire.server.controller.EmbeddedController`: scope and stream
 administration, the segments of a stream with their key ranges, segment-store endpoints (cached),
-successors, the head of a stream, and delegation tokens. Failures are typed: connection problems
-raise :class:`~pravega_wire.errors.ConnectionFailedError`, a call that outlives its timeout
+successors, the head of a stream, and delegation tokens; stream configurations (scaling and
+retention policies, tags), scaling, truncation at stream cuts, epochs, and transactions.
+Failures are typed: connection problems raise :class:`~pravega_wire.errors.ConnectionFailedError`,
+a call that outlives its timeout
 :class:`~pravega_wire.errors.TimeoutError`, a rejected login
 :class:`~pravega_wire.errors.AuthenticationError`, an unknown scope or stream
 :class:`ScopeNotFoundError` / :class:`StreamNotFoundError` (both :class:`LookupError`), and any
@@ -24,7 +26,8 @@ import dataclasses
 import random
 import re
 import struct
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -32,12 +35,16 @@ from pravega_wire.errors import (
     AuthenticationError, ConnectionClosedError, ConnectionFailedError, PravegaWireError,
     TimeoutError,
 )
+from pravega_wire.naming import (
+    primary_segment_name, transaction_segment_name, txn_id_bits, txn_id_from_bits,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT", "ROUTING_KEY_SEED", "ControllerError", "ScopeNotFoundError",
     "StreamNotFoundError", "InvalidNameError", "SegmentWithRange", "SegmentLocation", "Successor",
-    "ControllerClient", "segment_name", "parse_segment_name", "murmur3_x64_128",
-    "hash_routing_key", "segment_for_key",
+    "ScalingPolicy", "RetentionPolicy", "StreamConfiguration", "StreamCut", "Transaction",
+    "ControllerClient", "transaction_segment_name", "segment_name", "parse_segment_name",
+    "murmur3_x64_128", "hash_routing_key", "segment_for_key",
 ]
 
 #: Default bound, in seconds, on each controller call.
@@ -49,7 +56,6 @@ ROUTING_KEY_SEED = 1741865571
 _SECURE_SCHEMES = frozenset({"tls", "ssl", "tcps", "pravegas"})
 _PLAIN_SCHEMES = frozenset({"tcp", "pravega"})
 _DEFAULT_CONTROLLER_PORT = 9090
-_SEGMENT_SUFFIXES = ("#transaction.", "#transient.")
 _QUALIFIED_NUMBER = re.compile(r"(\d+)(?:\.#epoch\.(\d+))?")
 
 
@@ -89,12 +95,7 @@ def parse_segment_name(name: str) -> tuple[str, str, int]:
     """``(scope, stream, segment_id)`` of a qualified segment name. A transaction or transient
     segment yields its parent segment; a name with two parts has the scope ``""``; a number
     without ``.#epoch.N`` is in epoch 0. Raises ValueError for anything else."""
-    primary = name
-    for marker in _SEGMENT_SUFFIXES:
-        cut = primary.find(marker)
-        if cut >= 0:
-            primary = primary[:cut]
-    parts = primary.split("/")
+    parts = primary_segment_name(name).split("/")
     if len(parts) == 2:
         parts.insert(0, "")
     match = _QUALIFIED_NUMBER.fullmatch(parts[-1]) if len(parts) == 3 else None
@@ -156,6 +157,111 @@ class Successor:
 
     segment: SegmentWithRange
     predecessors: tuple[int, ...]
+
+
+# ---- stream configuration, stream cuts, transactions ------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ScalingPolicy:
+    """How many segments a stream has: ``kind`` is ``"fixed"`` (``min_segments`` segments
+    always), ``"events_per_sec"`` or ``"kbytes_per_sec"`` (a segment splits into
+    ``scale_factor`` when it exceeds ``target_rate``, never fewer than ``min_segments`` in all),
+    as Java's ``ScalingPolicy.fixed`` / ``byEventRate`` / ``byDataRate``."""
+
+    kind: str = "fixed"
+    target_rate: int = 0
+    scale_factor: int = 0
+    min_segments: int = 1
+
+    KINDS = ("fixed", "kbytes_per_sec", "events_per_sec")  # index = ScalingPolicyType value
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"scaling policy kind must be one of {self.KINDS}, not {self.kind!r}")
+        if self.min_segments < 1:
+            raise ValueError("a stream needs at least one segment")
+        if self.kind != "fixed" and (self.target_rate <= 0 or self.scale_factor <= 0):
+            raise ValueError("a rate-based policy needs a positive target rate and scale factor")
+
+    @classmethod
+    def fixed(cls, segments: int) -> ScalingPolicy:
+        return cls("fixed", min_segments=segments)
+
+    @classmethod
+    def by_event_rate(cls, events_per_sec: int, scale_factor: int,
+                      min_segments: int) -> ScalingPolicy:
+        return cls("events_per_sec", events_per_sec, scale_factor, min_segments)
+
+    @classmethod
+    def by_data_rate(cls, kbytes_per_sec: int, scale_factor: int,
+                     min_segments: int) -> ScalingPolicy:
+        return cls("kbytes_per_sec", kbytes_per_sec, scale_factor, min_segments)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionPolicy:
+    """How much of a stream is kept: ``kind`` ``"none"`` (everything), ``"time"`` (``limit``
+    milliseconds, at most ``max_limit``) or ``"size"`` (``limit`` bytes, at most ``max_limit``),
+    as Java's ``RetentionPolicy.byTime`` / ``bySize``."""
+
+    kind: str = "none"
+    limit: int = 0
+    max_limit: int = (1 << 63) - 1
+
+    KINDS = ("none", "time", "size")  # index = RetentionPolicyType value (UNKNOWN = none)
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"retention kind must be one of {self.KINDS}, not {self.kind!r}")
+        if self.kind != "none" and not 0 < self.limit <= self.max_limit:
+            raise ValueError("a retention limit must be positive and at most max_limit")
+
+    @classmethod
+    def by_time(cls, milliseconds: int, max_milliseconds: int = (1 << 63) - 1) -> RetentionPolicy:
+        return cls("time", milliseconds, max_milliseconds)
+
+    @classmethod
+    def by_size(cls, size_bytes: int, max_bytes: int = (1 << 63) - 1) -> RetentionPolicy:
+        return cls("size", size_bytes, max_bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfiguration:
+    """A stream's configuration (Java's ``StreamConfiguration``)."""
+
+    scaling: ScalingPolicy = ScalingPolicy()
+    retention: RetentionPolicy = RetentionPolicy()
+    tags: tuple[str, ...] = ()
+    timestamp_aggregation_timeout: int = 0
+    rollover_size_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamCut:
+    """A position in a stream: for a set of segments that tile the key space, the offset in
+    each (``positions``: segment id -> offset)."""
+
+    scope: str
+    stream: str
+    positions: Mapping[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Transaction:
+    """An open transaction: its id and the segments it writes to. Events for segment ``s``
+    go to :attr:`segment_names`\\ ``[s.segment_id]`` (``<segment>#transaction.<id hex>``)."""
+
+    scope: str
+    stream: str
+    txn_id: uuid.UUID
+    segments: tuple[SegmentWithRange, ...]
+    delegation_token: str = ""
+
+    @property
+    def segment_names(self) -> dict[int, str]:
+        """Transaction segment name by segment id."""
+        return {s.segment_id: transaction_segment_name(s.name, self.txn_id)
+                for s in self.segments}
 
 
 # ---- routing-key hash ------------------------------------------------------------------------
@@ -284,13 +390,18 @@ def _parse_uri(uri: str) -> tuple[bool, str]:
     return scheme in _SECURE_SCHEMES, f"{host}:{port}"
 
 
-def _status_name(message_type: Any, value: int) -> str:
-    """The name of a status value of ``message_type.Status``, also for values this proto does
-    not know (a newer controller)."""
+def _enum_name(enum_type: Any, value: int, unknown: str = "STATUS") -> str:
+    """The name of ``value`` in the protobuf enum ``enum_type``, also for values this proto does
+    not know (a newer controller): ``<unknown>_<value>``."""
     try:
-        return str(message_type.Status.Name(value))
+        return str(enum_type.Name(value))
     except ValueError:
-        return f"STATUS_{value}"
+        return f"{unknown}_{value}"
+
+
+def _status_name(message_type: Any, value: int) -> str:
+    """The name of a status value of ``message_type.Status``."""
+    return _enum_name(message_type.Status, value)
 
 
 class ControllerClient:
@@ -451,23 +562,17 @@ class ControllerClient:
     # ---- streams -----------------------------------------------------------------------------
 
     async def create_stream(self, scope: str, stream: str, segments: int = 1, *,
-                            tags: Sequence[str] = ()) -> bool:
+                            tags: Sequence[str] = (),
+                            config: StreamConfiguration | None = None) -> bool:
         """Create a stream with ``segments`` fixed segments (and optional ``tags``), no
-        retention limit: True if created, False if it already existed. Raises
-        ScopeNotFoundError for a missing scope, InvalidNameError for a rejected name."""
-        if segments < 1:
-            raise ValueError("a stream needs at least one segment")
+        retention limit, or with ``config`` when given (then ``segments`` and ``tags`` are
+        ignored): True if created, False if it already existed. Raises ScopeNotFoundError for a
+        missing scope, InvalidNameError for a rejected name."""
+        if config is None:
+            config = StreamConfiguration(ScalingPolicy.fixed(segments), tags=tuple(tags))
         pb = self._pb
-        config = pb.StreamConfig(
-            streamInfo=self._stream_info(scope, stream),
-            scalingPolicy=pb.ScalingPolicy(scaleType=pb.ScalingPolicy.FIXED_NUM_SEGMENTS,
-                                           minNumSegments=segments),
-            retentionPolicy=pb.RetentionPolicy(retentionType=pb.RetentionPolicy.UNKNOWN,
-                                               retentionMax=(1 << 63) - 1))
-        if tags:
-            config.tags.tag.extend(tags)
         status = pb.CreateStreamStatus
-        reply = await self._call("createStream", config)
+        reply = await self._call("createStream", self._config_message(scope, stream, config))
         if reply.status == status.SUCCESS:
             return True
         if reply.status == status.STREAM_EXISTS:
@@ -479,10 +584,45 @@ class ControllerClient:
         raise ControllerError(f"createStream {scope}/{stream} failed",
                               _status_name(status, reply.status))
 
-    async def seal_stream(self, scope: str, stream: str) -> None:
-        """Seal a stream (no more writes; readers reach its end). Sealing twice is fine."""
+    def _config_message(self, scope: str, stream: str, config: StreamConfiguration) -> Any:
+        pb = self._pb
+        scaling, retention = config.scaling, config.retention
+        return pb.StreamConfig(
+            streamInfo=self._stream_info(scope, stream),
+            scalingPolicy=pb.ScalingPolicy(
+                scaleType=ScalingPolicy.KINDS.index(scaling.kind),
+                targetRate=scaling.target_rate, scaleFactor=scaling.scale_factor,
+                minNumSegments=scaling.min_segments),
+            retentionPolicy=pb.RetentionPolicy(
+                retentionType=RetentionPolicy.KINDS.index(retention.kind),
+                retentionParam=retention.limit, retentionMax=retention.max_limit),
+            tags=pb.Tags(tag=list(config.tags)),
+            timestampAggregationTimeout=config.timestamp_aggregation_timeout,
+            rolloverSizeBytes=config.rollover_size_bytes)
+
+    async def get_stream_configuration(self, scope: str, stream: str) -> StreamConfiguration:
+        """The stream's configuration as last created or updated; StreamNotFoundError for a
+        missing stream."""
+        reply = await self._call("getStreamConfiguration", self._stream_info(scope, stream))
+        scaling, retention = reply.scalingPolicy, reply.retentionPolicy
+
+        def kind(kinds: tuple[str, ...], value: int, what: str) -> str:
+            if not 0 <= value < len(kinds):
+                raise ControllerError(f"unknown {what} type {value}", "INVALID_RESPONSE")
+            return kinds[value]
+
+        return StreamConfiguration(
+            ScalingPolicy(kind(ScalingPolicy.KINDS, scaling.scaleType, "scaling policy"),
+                          scaling.targetRate, scaling.scaleFactor,
+                          max(1, scaling.minNumSegments)),
+            RetentionPolicy(kind(RetentionPolicy.KINDS, retention.retentionType, "retention"),
+                            retention.retentionParam,
+                            retention.retentionMax or (1 << 63) - 1),
+            tuple(reply.tags.tag), reply.timestampAggregationTimeout, reply.rolloverSizeBytes)
+
+    def _raise_update_status(self, rpc: str, scope: str, stream: str, reply: Any) -> None:
+        """Raise for an ``UpdateStreamStatus`` other than SUCCESS."""
         status = self._pb.UpdateStreamStatus
-        reply = await self._call("sealStream", self._stream_info(scope, stream))
         if reply.status == status.SUCCESS:
             return
         if reply.status == status.SCOPE_NOT_FOUND:
@@ -490,8 +630,19 @@ class ControllerClient:
         if reply.status == status.STREAM_NOT_FOUND:
             raise StreamNotFoundError(f"stream {scope}/{stream} does not exist",
                                       "STREAM_NOT_FOUND")
-        raise ControllerError(f"sealStream {scope}/{stream} failed",
+        raise ControllerError(f"{rpc} {scope}/{stream} failed",
                               _status_name(status, reply.status))
+
+    async def update_stream(self, scope: str, stream: str, config: StreamConfiguration) -> None:
+        """Replace the stream's configuration (policies, tags). A sealed stream raises
+        ControllerError with status ``STREAM_SEALED``."""
+        reply = await self._call("updateStream", self._config_message(scope, stream, config))
+        self._raise_update_status("updateStream", scope, stream, reply)
+
+    async def seal_stream(self, scope: str, stream: str) -> None:
+        """Seal a stream (no more writes; readers reach its end). Sealing twice is fine."""
+        reply = await self._call("sealStream", self._stream_info(scope, stream))
+        self._raise_update_status("sealStream", scope, stream, reply)
 
     async def delete_stream(self, scope: str, stream: str) -> bool:
         """Delete a sealed stream: True if deleted, False if it did not exist; an unsealed
@@ -510,9 +661,9 @@ class ControllerClient:
         reply = await self._call("checkStreamExists", self._stream_info(scope, stream))
         return bool(reply.exists)
 
-    async def list_streams(self, scope: str) -> list[str]:
-        """Every stream name in ``scope``, following the pagination to its end; raises
-        ScopeNotFoundError for a missing scope."""
+    async def list_streams(self, scope: str, *, tag: str | None = None) -> list[str]:
+        """Every stream name in ``scope`` (only those tagged ``tag`` when given), following
+        the pagination to its end; raises ScopeNotFoundError for a missing scope."""
         pb = self._pb
         missing = pb.StreamsInScopeResponse.SCOPE_NOT_FOUND
 
@@ -521,11 +672,26 @@ class ControllerClient:
                 raise ScopeNotFoundError(f"scope {scope!r} does not exist", "SCOPE_NOT_FOUND")
             return [info.stream for info in reply.streams]
 
+        if tag is not None:
+            return await self._paginate(
+                "listStreamsInScopeForTag", lambda token: pb.StreamsInScopeWithTagRequest(
+                    scope=pb.ScopeInfo(scope=scope), tag=tag,
+                    continuationToken=pb.ContinuationToken(token=token)),
+                names)
         return await self._paginate(
             "listStreamsInScope", lambda token: pb.StreamsInScopeRequest(
                 scope=pb.ScopeInfo(scope=scope),
                 continuationToken=pb.ContinuationToken(token=token)),
             names)
+
+    async def delete_scope_recursive(self, scope: str) -> None:
+        """Seal and delete every stream of ``scope``, then the scope (nothing if it does not
+        exist)."""
+        status = self._pb.DeleteScopeStatus
+        reply = await self._call("deleteScopeRecursive", self._pb.ScopeInfo(scope=scope))
+        if reply.status not in (status.SUCCESS, status.SCOPE_NOT_FOUND):
+            raise ControllerError(f"deleteScopeRecursive {scope!r} failed",
+                                  _status_name(status, reply.status))
 
     # ---- segments ----------------------------------------------------------------------------
 
@@ -541,10 +707,7 @@ class ControllerClient:
 
     async def get_segments_at_head(self, scope: str, stream: str) -> list[SegmentLocation]:
         """Where reading the stream from its head starts: one location per head segment."""
-        request = self._pb.GetSegmentsRequest(streamInfo=self._stream_info(scope, stream))
-        reply = await self._call("getSegments", request)
-        return [SegmentLocation(scope, stream, location.segmentId.segmentId, location.offset)
-                for location in reply.segments]
+        return await self.get_segments_at_time(scope, stream, 0)
 
     async def get_successors(self, scope: str, stream: str, segment_id: int) -> list[Successor]:
         """The segments that replaced sealed segment ``segment_id``, each with all the segments
@@ -557,6 +720,178 @@ class ControllerClient:
                           tuple(entry.value))
                 for entry in reply.segments]
 
+    async def get_segments_at_time(self, scope: str, stream: str,
+                                   timestamp_ms: int) -> list[SegmentLocation]:
+        """Where reading the stream from ``timestamp_ms`` (unix milliseconds) starts. Pravega's
+        controller answers the head whatever the time; the embedded one answers the epoch
+        current at that time."""
+        request = self._pb.GetSegmentsRequest(streamInfo=self._stream_info(scope, stream),
+                                              timestamp=timestamp_ms)
+        reply = await self._call("getSegments", request)
+        return [SegmentLocation(scope, stream, location.segmentId.segmentId, location.offset)
+                for location in reply.segments]
+
+    async def get_epoch_segments(self, scope: str, stream: str,
+                                 epoch: int) -> list[SegmentWithRange]:
+        """The segments of epoch ``epoch`` in key order; StreamNotFoundError for a missing
+        stream or an epoch it has not reached."""
+        request = self._pb.GetEpochSegmentsRequest(streamInfo=self._stream_info(scope, stream),
+                                                   epoch=epoch)
+        reply = await self._call("getEpochSegments", request)
+        segments = [self._segment_with_range(scope, stream, r) for r in reply.segmentRanges]
+        return sorted(segments, key=lambda segment: segment.min_key)
+
+    async def get_segments_between(self, scope: str, stream: str,
+                                   start: Mapping[int, int] | None = None,
+                                   end: Mapping[int, int] | None = None) -> list[int]:
+        """The ids of the segments from stream cut ``start`` (None: the head) to stream cut
+        ``end`` (None: the current segments), both included, in id order."""
+        pb = self._pb
+        request = pb.StreamCutRange(streamInfo=self._stream_info(scope, stream),
+                                    to=dict(end or {}))
+        getattr(request, "from").update(dict(start or {}))
+        reply = await self._call("getSegmentsBetween", request)
+        return sorted(segment.segmentId for segment in reply.segments)
+
+    def _stream_cut(self, scope: str, stream: str, cut: Mapping[int, int]) -> Any:
+        return self._pb.StreamCut(streamInfo=self._stream_info(scope, stream), cut=dict(cut))
+
+    async def is_stream_cut_valid(self, scope: str, stream: str,
+                                  cut: Mapping[int, int]) -> bool:
+        """Whether ``cut`` (segment id -> offset) is a stream cut of the stream."""
+        reply = await self._call("isStreamCutValid", self._stream_cut(scope, stream, cut))
+        return bool(reply.response)
+
+    async def truncate_stream(self, scope: str, stream: str, cut: Mapping[int, int]) -> None:
+        """Truncate the stream at ``cut`` (segment id -> offset): data before it is deleted
+        and reading from the head starts there. An invalid cut raises ControllerError with
+        status ``INVALID_ARGUMENT``."""
+        reply = await self._call("truncateStream", self._stream_cut(scope, stream, cut))
+        self._raise_update_status("truncateStream", scope, stream, reply)
+
+    async def start_scale(self, scope: str, stream: str, sealed: Sequence[int],
+                          new_ranges: Sequence[tuple[float, float]], *,
+                          timestamp_ms: int = 0) -> tuple[list[SegmentWithRange], int]:
+        """Ask for active segments ``sealed`` to be replaced by segments over ``new_ranges``
+        (which must tile exactly the sealed segments' key range): the new segments and the
+        epoch to give :meth:`check_scale`. Refused preconditions raise ControllerError with
+        status ``PRECONDITION_FAILED``."""
+        pb = self._pb
+        request = pb.ScaleRequest(
+            streamInfo=self._stream_info(scope, stream), sealedSegments=list(sealed),
+            newKeyRanges=[pb.ScaleRequest.KeyRangeEntry(start=a, end=b) for a, b in new_ranges],
+            scaleTimestamp=timestamp_ms)
+        reply = await self._call("scale", request)
+        if reply.status != pb.ScaleResponse.STARTED:
+            name = _enum_name(pb.ScaleResponse.ScaleStreamStatus, reply.status)
+            raise ControllerError(f"scale of {scope}/{stream} refused", name)
+        segments = [self._segment_with_range(scope, stream, r) for r in reply.segments]
+        return sorted(segments, key=lambda s: s.min_key), reply.epoch
+
+    async def check_scale(self, scope: str, stream: str, epoch: int) -> bool:
+        """Whether the scale started from ``epoch`` has completed (False while in progress);
+        an epoch the stream never had raises ControllerError with status ``INVALID_INPUT``."""
+        response = self._pb.ScaleStatusResponse
+        reply = await self._call("checkScale", self._pb.ScaleStatusRequest(
+            streamInfo=self._stream_info(scope, stream), epoch=epoch))
+        if reply.status == response.SUCCESS:
+            return True
+        if reply.status == response.IN_PROGRESS:
+            return False
+        raise ControllerError(f"checkScale {scope}/{stream} epoch {epoch}",
+                              _enum_name(response.ScaleStatus, reply.status))
+
+    async def scale_stream(self, scope: str, stream: str, sealed: Sequence[int],
+                           new_ranges: Sequence[tuple[float, float]], *,
+                           poll_interval: float = 0.1) -> list[SegmentWithRange]:
+        """:meth:`start_scale`, then :meth:`check_scale` every ``poll_interval`` seconds until
+        the scale is done (a real controller scales in the background); the new segments."""
+        segments, epoch = await self.start_scale(scope, stream, sealed, new_ranges)
+        while not await self.check_scale(scope, stream, epoch):
+            await asyncio.sleep(poll_interval)
+        return segments
+
+    # ---- transactions ------------------------------------------------------------------------
+
+    def _txn_request(self, scope: str, stream: str, txn_id: uuid.UUID, **fields: Any) -> Any:
+        high, low = txn_id_bits(txn_id)
+        return self._pb.TxnRequest(streamInfo=self._stream_info(scope, stream),
+                                   txnId=self._pb.TxnId(highBits=high, lowBits=low), **fields)
+
+    async def create_transaction(self, scope: str, stream: str,
+                                 lease_ms: int = 30_000) -> Transaction:
+        """Open a transaction on the stream's current segments, aborted by the controller
+        unless pinged (:meth:`ping_transaction`) within ``lease_ms``."""
+        pb = self._pb
+        reply = await self._call("createTransaction", pb.CreateTxnRequest(
+            streamInfo=self._stream_info(scope, stream), lease=lease_ms))
+        if not reply.HasField("txnId"):
+            raise ControllerError("createTransaction: no transaction id", "INVALID_RESPONSE")
+        segments = sorted((self._segment_with_range(scope, stream, r)
+                           for r in reply.activeSegments), key=lambda s: s.min_key)
+        return Transaction(scope, stream,
+                           txn_id_from_bits(reply.txnId.highBits, reply.txnId.lowBits),
+                           tuple(segments), reply.delegationToken)
+
+    def _raise_txn_status(self, rpc: str, scope: str, stream: str, txn_id: uuid.UUID,
+                          reply: Any) -> None:
+        status = self._pb.TxnStatus
+        if reply.status == status.SUCCESS:
+            return
+        if reply.status == status.STREAM_NOT_FOUND:
+            raise StreamNotFoundError(f"stream {scope}/{stream} does not exist",
+                                      "STREAM_NOT_FOUND")
+        if reply.status == status.TRANSACTION_NOT_FOUND:
+            raise ControllerError(f"{rpc}: no transaction {txn_id} on {scope}/{stream}",
+                                  "TRANSACTION_NOT_FOUND")
+        raise ControllerError(f"{rpc} of transaction {txn_id} on {scope}/{stream} failed",
+                              _status_name(status, reply.status))
+
+    async def commit_transaction(self, scope: str, stream: str, txn_id: uuid.UUID, *,
+                                 writer_id: str = "", timestamp: int = 0) -> None:
+        """Commit the transaction: its events join the stream (a real controller does it in
+        the background: :meth:`check_transaction_state` says when it is ``COMMITTED``)."""
+        reply = await self._call("commitTransaction", self._txn_request(
+            scope, stream, txn_id, writerId=writer_id, timestamp=timestamp))
+        self._raise_txn_status("commitTransaction", scope, stream, txn_id, reply)
+
+    async def abort_transaction(self, scope: str, stream: str, txn_id: uuid.UUID) -> None:
+        """Abort the transaction: its events are dropped."""
+        reply = await self._call("abortTransaction",
+                                 self._txn_request(scope, stream, txn_id))
+        self._raise_txn_status("abortTransaction", scope, stream, txn_id, reply)
+
+    async def ping_transaction(self, scope: str, stream: str, txn_id: uuid.UUID,
+                               lease_ms: int) -> str:
+        """Renew the transaction's lease: the controller's answer, ``"OK"``,
+        ``"LEASE_TOO_LARGE"``, ``"COMMITTED"``, ``"ABORTED"``, ``"UNKNOWN"``, ..."""
+        pb = self._pb
+        high, low = txn_id_bits(txn_id)
+        reply = await self._call("pingTransaction", pb.PingTxnRequest(
+            streamInfo=self._stream_info(scope, stream),
+            txnId=pb.TxnId(highBits=high, lowBits=low), lease=lease_ms))
+        return _status_name(pb.PingTxnStatus, reply.status)
+
+    async def check_transaction_state(self, scope: str, stream: str,
+                                      txn_id: uuid.UUID) -> str:
+        """``"OPEN"``, ``"COMMITTING"``, ``"COMMITTED"``, ``"ABORTING"``, ``"ABORTED"`` or
+        ``"UNKNOWN"``."""
+        state = self._pb.TxnState.State
+        reply = await self._call("checkTransactionState",
+                                 self._txn_request(scope, stream, txn_id))
+        return _enum_name(state, reply.state, "STATE")
+
+    async def list_completed_transactions(self, scope: str,
+                                          stream: str) -> dict[uuid.UUID, str]:
+        """The stream's completed transactions: id -> ``"COMMITTED"`` or ``"ABORTED"``."""
+        pb = self._pb
+        reply = await self._call("listCompletedTransactions", pb.ListCompletedTxnRequest(
+            streamInfo=self._stream_info(scope, stream)))
+        names = pb.TxnResponse.Status
+        return {txn_id_from_bits(entry.txnId.highBits, entry.txnId.lowBits):
+                _enum_name(names, entry.status)
+                for entry in reply.response}
+
     async def get_delegation_token(self, scope: str, stream: str) -> str:
         """A delegation token for the stream's segments (``""`` when the controller has auth
         off)."""
@@ -568,7 +903,10 @@ class ControllerClient:
     async def get_endpoint(self, segment: str) -> tuple[str, int]:
         """``(host, port)`` of the segment store that owns the qualified segment name
         ``segment`` (an IPv6 host without brackets). Answers are cached until
-        :meth:`invalidate`; concurrent lookups of one name share a single call."""
+        :meth:`invalidate`; concurrent lookups of one name share a single call. A transaction
+        or transient segment lives with its parent segment (``getURI`` names the parent), so
+        it shares the parent's answer."""
+        segment = primary_segment_name(segment)
         cached = self._endpoints.get(segment)
         if cached is not None:
             return cached
@@ -582,6 +920,7 @@ class ControllerClient:
     def invalidate(self, segment: str) -> None:
         """Forget the cached endpoint of ``segment`` (after WrongHost or a connection failure);
         a lookup in progress for it is not cached either."""
+        segment = primary_segment_name(segment)
         self._endpoints.pop(segment, None)
         self._lookups.pop(segment, None)
 

@@ -210,6 +210,11 @@ class EmbeddedCluster:
         """Truncate segment ``name`` on its store at ``offset``."""
         self.store_for(name).truncate_segment(name, offset)
 
+    async def merge_segment(self, target: str, source: str) -> None:
+        """Merge segment ``source`` into ``target`` on their store (a transaction segment lives
+        with its parent); nothing if ``source`` was merged already."""
+        self.store_for(target).merge_segment(target, source)
+
     # ---- child process ------------------------------------------------------------------------
 
     @staticmethod

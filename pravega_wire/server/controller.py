@@ -42,14 +42,19 @@ import secrets
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Literal, Protocol, TypeVar
 
+from pravega_wire.naming import (
+    transaction_segment_name, txn_epoch, txn_id_bits, txn_id_from_bits,
+)
 from pravega_wire.server.placement import DEFAULT_CONTAINER_COUNT, store_index_of
 
 __all__ = [
-    "DEFAULT_CONTAINER_COUNT", "DEFAULT_TOKEN_TTL", "MAX_SEGMENTS_PER_STREAM", "SegmentAdmin",
+    "DEFAULT_CONTAINER_COUNT", "DEFAULT_TOKEN_TTL", "MAX_SEGMENTS_PER_STREAM", "MAX_LEASE_MS",
+    "SegmentAdmin",
     "EmbeddedController", "key_ranges", "segment_name", "verify_token", "main",
 ]
 
@@ -60,6 +65,10 @@ DEFAULT_TOKEN_TTL = 600
 
 #: Most segments one ``createStream`` or scale may create (an emulator limit, not Pravega's).
 MAX_SEGMENTS_PER_STREAM = 10_000
+
+#: Longest transaction lease, in milliseconds, by default (Pravega's controller default,
+#: ``controller.transaction.lease.count.max``: 120 s).
+MAX_LEASE_MS = 120_000
 
 #: Scope and stream names: Pravega's user names (letters, digits, ``.`` and ``-``), optionally
 #: behind the ``_`` prefix of internal names, at most 255 characters.
@@ -99,6 +108,11 @@ class SegmentAdmin(Protocol):
 
     async def truncate_segment(self, name: str, offset: int) -> None:
         """Drop the data of segment ``name`` before ``offset``."""
+        ...
+
+    async def merge_segment(self, target: str, source: str) -> None:
+        """Append all of segment ``source`` to segment ``target`` and delete ``source`` (a
+        transaction commit). Merging a source that no longer exists (merged already) succeeds."""
         ...
 
 
@@ -211,6 +225,21 @@ class _Segment:
 
 
 @dataclasses.dataclass
+class _Transaction:
+    """A transaction: its id, the segments (ids) it has a transaction segment for, its state
+    (a ``TxnState.State`` name) and its lease."""
+
+    txn_id: uuid.UUID
+    segments: list[int]
+    state: str = "OPEN"
+    #: ``loop.time()`` at which an unpinged transaction is aborted.
+    deadline: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    #: Set once the transaction is COMMITTED or ABORTED.
+    finished: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+@dataclasses.dataclass
 class _Stream:
     """A stream's metadata. ``config`` is the ``StreamConfig`` message as last set."""
 
@@ -222,6 +251,9 @@ class _Stream:
     head: dict[int, int]
     epoch: int = 0
     sealed: bool = False
+    #: Per epoch: when it began (unix milliseconds) and its segments' ids, in key order.
+    epochs: list[tuple[int, list[int]]] = dataclasses.field(default_factory=list)
+    transactions: dict[uuid.UUID, _Transaction] = dataclasses.field(default_factory=dict)
 
 
 def _valid_name(name: str) -> bool:
@@ -237,6 +269,33 @@ def _check_tiling(ranges: Sequence[tuple[float, float]], low: float, high: float
         position = max_key
     if position != high:
         raise ValueError(f"key ranges must end at {high}: {list(ranges)}")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _check_cut(record: _Stream, cut: Mapping[int, int]) -> None:
+    """Raise ValueError unless ``cut`` (segment id -> offset) is a stream cut of ``record``: live
+    segments of the stream, offsets >= 0, key ranges tiling [0, 1) without overlap (Pravega's
+    ``isStreamCutValid``)."""
+    if not cut or any(i not in record.segments or record.segments[i].deleted or o < 0
+                      for i, o in cut.items()):
+        raise ValueError(f"{dict(cut)} is not a cut of live segments, offsets >= 0")
+    members = sorted((record.segments[i] for i in cut), key=lambda s: s.min_key)
+    _check_tiling([(s.min_key, s.max_key) for s in members], 0.0, 1.0)
+
+
+def _ancestors(record: _Stream, ids: Iterable[int]) -> set[int]:
+    """Every segment that (transitively) precedes one of ``ids``."""
+    found: set[int] = set()
+    pending = [p for i in ids for p in record.segments[i].predecessors]
+    while pending:
+        segment_id = pending.pop()
+        if segment_id not in found:
+            found.add(segment_id)
+            pending.extend(record.segments[segment_id].predecessors)
+    return found
 
 
 def _load_grpc() -> tuple[ModuleType, ModuleType, ModuleType]:
@@ -299,12 +358,15 @@ class EmbeddedController:
     authentication to those user/password pairs; ``token_key`` is the HMAC key for tokens
     (random by default) and ``token_ttl`` their lifetime in seconds. ``tls``, a pair of PEM
     bytes ``(certificate_chain, private_key)``, serves over TLS instead of plain h2c.
-    ``list_page_size`` is the page size of ``listScopes``/``listStreamsInScope``.
+    ``list_page_size`` is the page size of ``listScopes``/``listStreamsInScope``;
+    ``max_lease_ms`` the longest transaction lease ``createTransaction`` and
+    ``pingTransaction`` accept.
 
     Use ``async with EmbeddedController(...) as controller:`` or ``await start()`` /
     ``await stop()``; after starting, :attr:`port` and :attr:`uri` tell where it listens.
-    Besides the RPCs it offers :meth:`scale_stream` and :meth:`truncate_stream`, which the
-    Python clients do not call over gRPC but tests use to create successors and truncated heads.
+    Besides the RPCs it offers :meth:`scale_stream` and :meth:`truncate_stream` (what the
+    ``scale`` and ``truncateStream`` RPCs do) to call in process, and
+    :meth:`transaction_finished` to wait for a transaction to end.
     """
 
     def __init__(self, store_endpoints: Sequence[tuple[str, int]], *, host: str = "127.0.0.1",
@@ -312,11 +374,12 @@ class EmbeddedController:
                  container_count: int = DEFAULT_CONTAINER_COUNT,
                  credentials: Mapping[str, str] | None = None, token_key: bytes | None = None,
                  token_ttl: float = DEFAULT_TOKEN_TTL, tls: tuple[bytes, bytes] | None = None,
-                 list_page_size: int = 1000):
+                 list_page_size: int = 1000, max_lease_ms: int = MAX_LEASE_MS):
         if not store_endpoints:
             raise ValueError("the controller needs at least one segment store endpoint")
-        if container_count <= 0 or list_page_size <= 0 or token_ttl <= 0:
-            raise ValueError("container_count, list_page_size and token_ttl must be positive")
+        if container_count <= 0 or list_page_size <= 0 or token_ttl <= 0 or max_lease_ms <= 0:
+            raise ValueError("container_count, list_page_size, token_ttl and max_lease_ms must "
+                             "be positive")
         self.store_endpoints = [(_published_host(h), int(p)) for h, p in store_endpoints]
         self.host = host
         self.port = port
@@ -328,11 +391,16 @@ class EmbeddedController:
         self.token_ttl = token_ttl
         self.tls = tls
         self.list_page_size = list_page_size
+        self.max_lease_ms = max_lease_ms
+        #: Numbers the transactions (the low half of their ids), across all streams.
+        self._txn_counter = 0
         self._scopes: set[str] = set()
         self._streams: dict[tuple[str, str], _Stream] = {}
         #: Next unused segment number per stream name, kept across delete and re-create.
         self._next_number: dict[tuple[str, str], int] = {}
         self._mutex: asyncio.Lock | None = None
+        #: Aborts of transactions whose lease ran out, in progress.
+        self._expiries: set[asyncio.Task[None]] = set()
         self._server: Any = None
         self._grpc, self._pb, self._pb_grpc = _load_grpc()
 
@@ -380,6 +448,11 @@ class EmbeddedController:
         server, self._server = self._server, None
         if server is not None:
             await server.stop(grace)
+        for record in self._streams.values():  # no lease runs out on a stopped controller
+            for txn in record.transactions.values():
+                self._cancel_lease(txn)
+        for task in list(self._expiries):
+            task.cancel()
 
     async def __aenter__(self) -> EmbeddedController:
         await self.start()
@@ -560,7 +633,8 @@ class EmbeddedController:
             self._streams[(scope, stream)] = _Stream(
                 config=config, segments={s.segment_id: s for s in segments},
                 active=[s.segment_id for s in segments],
-                head={s.segment_id: 0 for s in segments})
+                head={s.segment_id: 0 for s in segments},
+                epochs=[(_now_ms(), [s.segment_id for s in segments])])
         return status(status=status.SUCCESS)
 
     @_rpc
@@ -593,6 +667,9 @@ class EmbeddedController:
             if record is None:
                 return status(status=status.STREAM_NOT_FOUND)
             if not record.sealed:
+                for txn in list(record.transactions.values()):
+                    if txn.state == "OPEN":
+                        await self._abort(scope, stream, record, txn)
                 if self.segment_admin is not None and not await self._on_stores(
                         self.segment_admin.seal_segment,
                         [(segment_name(scope, stream, i),) for i in record.active]):
@@ -612,6 +689,8 @@ class EmbeddedController:
                 return status(status=status.STREAM_NOT_FOUND)
             if not record.sealed:
                 return status(status=status.STREAM_NOT_SEALED)
+            for txn in record.transactions.values():
+                self._cancel_lease(txn)
             if self.segment_admin is not None and not await self._on_stores(
                     self.segment_admin.delete_segment,
                     [(segment_name(scope, stream, s.segment_id),)
@@ -637,14 +716,20 @@ class EmbeddedController:
     async def listStreamsInScope(self, request: Any, context: Any) -> Any:
         """A page of the scope's streams (status SCOPE_NOT_FOUND with an empty page for a
         missing scope); an empty page ends the listing."""
+        return self._streams_page(request, lambda record: True)
+
+    def _streams_page(self, request: Any, wanted: Callable[[_Stream], bool]) -> Any:
+        """The ``StreamsInScopeResponse`` for a listing ``request`` of the streams that are
+        ``wanted`` (status SCOPE_NOT_FOUND with an empty page for a missing scope)."""
         pb = self._pb
         scope = request.scope.scope
         if scope not in self._scopes:
             return pb.StreamsInScopeResponse(
                 continuationToken=pb.ContinuationToken(token=request.continuationToken.token),
                 status=pb.StreamsInScopeResponse.SCOPE_NOT_FOUND)
-        page, token = self._page((st for sc, st in self._streams if sc == scope),
-                                 request.continuationToken.token)
+        page, token = self._page(
+            (st for (sc, st), record in self._streams.items() if sc == scope and wanted(record)),
+            request.continuationToken.token)
         return pb.StreamsInScopeResponse(
             streams=[pb.StreamInfo(scope=scope, stream=name) for name in page],
             continuationToken=pb.ContinuationToken(token=token),
@@ -668,18 +753,36 @@ class EmbeddedController:
 
     @_rpc
     async def getSegments(self, request: Any, context: Any) -> Any:
-        """The head of the stream (the timestamp is ignored, like Pravega's controller): the
-        epoch-0 segments at offset 0, or the last truncation cut."""
+        """Where reading starts at ``timestamp`` (unix ms). 0, what the Rust client sends, and
+        any time before the head's epochs give the head: the epoch-0 segments at offset 0, or
+        the last truncation cut. A later time gives the segments of the epoch current then, at
+        offset 0 (at the head's offset for a segment the head cuts). Pravega's own controller
+        answers the head whatever the timestamp."""
         pb = self._pb
         info = request.streamInfo
         record = self._existing_stream(info)
+        cut = self._cut_at(record, request.timestamp)
         locations = [pb.SegmentsAtTime.SegmentLocation(
             segmentId=self._segment_id_message(info.scope, info.stream, segment_id),
             offset=offset)
             for segment_id, offset in sorted(
-                record.head.items(), key=lambda item: record.segments[item[0]].min_key)]
+                cut.items(), key=lambda item: record.segments[item[0]].min_key)]
         token = self.issue_token(info.scope, info.stream) if self._wants_token(info) else ""
         return pb.SegmentsAtTime(segments=locations, delegationToken=token)
+
+    @staticmethod
+    def _cut_at(record: _Stream, timestamp: int) -> dict[int, int]:
+        """The stream cut :meth:`getSegments` answers for ``timestamp``."""
+        if timestamp <= 0:
+            return dict(record.head)
+        current = [ids for began, ids in record.epochs if began <= timestamp]
+        if not current:
+            return dict(record.head)
+        ids = current[-1]
+        if any(record.segments[i].deleted for i in ids) or _ancestors(record, record.head) \
+                & set(ids):
+            return dict(record.head)  # that epoch lies before the truncation cut
+        return {i: record.head.get(i, 0) for i in ids}
 
     @_rpc
     async def getSegmentsImmediatelyFollowing(self, request: Any, context: Any) -> Any:
@@ -713,7 +816,372 @@ class EmbeddedController:
         return self._pb.DelegationToken(
             delegationToken=self._delegation_token(request.scope, request.stream))
 
-    # ---- operations outside the gRPC subset --------------------------------------------------
+    # ---- RPCs: tags, recursive delete --------------------------------------------------------
+
+    @_rpc
+    async def listStreamsInScopeForTag(self, request: Any, context: Any) -> Any:
+        """A page of the scope's streams carrying ``tag`` (SCOPE_NOT_FOUND with an empty page
+        for a missing scope); an empty page ends the listing."""
+        return self._streams_page(request, lambda record: request.tag in record.config.tags.tag)
+
+    @_rpc
+    async def deleteScopeRecursive(self, request: Any, context: Any) -> Any:
+        """Seals and deletes every stream of the scope (aborting their open transactions),
+        then the scope: SUCCESS (also for a scope that does not exist, as Pravega answers), or
+        FAILURE if a store failed (what was deleted stays deleted)."""
+        status = self._pb.DeleteScopeStatus
+        scope = request.scope
+        async with self._lock:
+            for key in sorted(k for k in self._streams if k[0] == scope):
+                record = self._streams[key]
+                for txn in list(record.transactions.values()):
+                    if txn.state == "OPEN":
+                        await self._abort(scope, key[1], record, txn)
+                names = [segment_name(scope, key[1], s.segment_id)
+                         for s in record.segments.values() if not s.deleted]
+                if self.segment_admin is not None:
+                    if not record.sealed and not await self._on_stores(
+                            self.segment_admin.seal_segment,
+                            [(segment_name(scope, key[1], i),) for i in record.active]):
+                        return status(status=status.FAILURE)
+                    record.sealed = True
+                    if not await self._on_stores(self.segment_admin.delete_segment,
+                                                 [(name,) for name in names]):
+                        return status(status=status.FAILURE)
+                del self._streams[key]
+            self._scopes.discard(scope)
+        return status(status=status.SUCCESS)
+
+    # ---- RPCs: scaling, truncation, stream cuts ----------------------------------------------
+
+    @_rpc
+    async def scale(self, request: Any, context: Any) -> Any:
+        """Seals ``sealedSegments`` and creates successors over ``newKeyRanges`` in a new epoch
+        (:meth:`scale_stream`), before answering: STARTED with the new segments and the epoch
+        the scale started from (what ``checkScale`` takes); PRECONDITION_FAILED when the
+        segments are not active or the ranges do not tile theirs; FAILURE for a sealed stream or
+        a store failure. NOT_FOUND for an unknown stream."""
+        pb = self._pb
+        response = pb.ScaleResponse
+        info = request.streamInfo
+        record = self._existing_stream(info)
+        if record.sealed:
+            return response(status=response.FAILURE)
+        epoch = record.epoch  # what a refusal reports; a scale reports the epoch it left
+        try:
+            created = await self.scale_stream(
+                info.scope, info.stream, list(request.sealedSegments),
+                [(entry.start, entry.end) for entry in request.newKeyRanges])
+        except ValueError as exc:
+            _LOG.info("scale of %s/%s refused: %s", info.scope, info.stream, exc)
+            return response(status=response.PRECONDITION_FAILED, epoch=epoch)
+        except LookupError:
+            raise _Abort("NOT_FOUND", f"stream {info.scope}/{info.stream} does not exist")
+        except Exception as exc:  # noqa: BLE001 (a store failed: the RPC's status says so)
+            _LOG.warning("scale of %s/%s failed: %r", info.scope, info.stream, exc)
+            return response(status=response.FAILURE, epoch=epoch)
+        return response(status=response.STARTED, epoch=(created[0] >> 32) - 1, segments=[
+            self._segment_range_message(info.scope, info.stream, record.segments[i])
+            for i in created])
+
+    @_rpc
+    async def checkScale(self, request: Any, context: Any) -> Any:
+        """As Pravega's controller answers: SUCCESS once the stream has moved past ``epoch``,
+        IN_PROGRESS for the current epoch (no scale from it has completed; scales complete
+        before ``scale`` answers), INVALID_INPUT for an epoch the stream has not reached.
+        NOT_FOUND for an unknown stream."""
+        response = self._pb.ScaleStatusResponse
+        record = self._existing_stream(request.streamInfo)
+        if request.epoch > record.epoch or request.epoch < 0:
+            return response(status=response.INVALID_INPUT)
+        if request.epoch == record.epoch:
+            return response(status=response.IN_PROGRESS)
+        return response(status=response.SUCCESS)
+
+    @_rpc
+    async def truncateStream(self, request: Any, context: Any) -> Any:
+        """Truncates the stream at the cut (:meth:`truncate_stream`): SUCCESS,
+        SCOPE_NOT_FOUND, STREAM_NOT_FOUND, FAILURE if a store failed; INVALID_ARGUMENT for a
+        cut that is not a stream cut of the stream."""
+        status = self._pb.UpdateStreamStatus
+        info = request.streamInfo
+        if info.scope not in self._scopes:
+            return status(status=status.SCOPE_NOT_FOUND)
+        try:
+            await self.truncate_stream(info.scope, info.stream, dict(request.cut))
+        except LookupError:
+            return status(status=status.STREAM_NOT_FOUND)
+        except ValueError as exc:
+            raise _Abort("INVALID_ARGUMENT", str(exc))
+        except Exception as exc:  # noqa: BLE001 (a store failed: the status says so)
+            _LOG.warning("truncation of %s/%s failed: %r", info.scope, info.stream, exc)
+            return status(status=status.FAILURE)
+        return status(status=status.SUCCESS)
+
+    @_rpc
+    async def isStreamCutValid(self, request: Any, context: Any) -> Any:
+        """Whether the cut names live segments of the stream, offsets >= 0, whose key ranges
+        tile [0, 1) without overlap. NOT_FOUND for an unknown stream."""
+        record = self._existing_stream(request.streamInfo)
+        try:
+            _check_cut(record, dict(request.cut))
+        except ValueError:
+            return self._pb.StreamCutValidityResponse(response=False)
+        return self._pb.StreamCutValidityResponse(response=True)
+
+    @_rpc
+    async def getSegmentsBetween(self, request: Any, context: Any) -> Any:
+        """The segments from stream cut ``from`` (empty: the head) to stream cut ``to`` (empty:
+        the current segments), both included, in id order. INVALID_ARGUMENT for an invalid cut
+        or a ``from`` that lies after ``to``; NOT_FOUND for an unknown stream."""
+        pb = self._pb
+        info = request.streamInfo
+        record = self._existing_stream(info)
+        start = dict(getattr(request, "from")) or dict(record.head)
+        end = dict(request.to) or {i: 0 for i in record.active}
+        try:
+            _check_cut(record, start)
+            _check_cut(record, end)
+        except ValueError as exc:
+            raise _Abort("INVALID_ARGUMENT", str(exc))
+        before_end = _ancestors(record, end) | set(end)
+        if not set(start) <= before_end:
+            raise _Abort("INVALID_ARGUMENT", f"stream cut {start} is not before {end}")
+        between = set(start)
+        pending = list(start)
+        while pending:
+            segment_id = pending.pop()
+            for successor in record.segments.values():
+                if segment_id in successor.predecessors and successor.segment_id in before_end \
+                        and successor.segment_id not in between:
+                    between.add(successor.segment_id)
+                    pending.append(successor.segment_id)
+        token = self.issue_token(info.scope, info.stream) if self._wants_token(info) else ""
+        return pb.StreamCutRangeResponse(
+            segments=[self._segment_id_message(info.scope, info.stream, i)
+                      for i in sorted(between)],
+            delegationToken=token)
+
+    @_rpc
+    async def getEpochSegments(self, request: Any, context: Any) -> Any:
+        """The segments of epoch ``epoch`` with their key ranges; NOT_FOUND for an unknown
+        stream or an epoch it has not reached."""
+        info = request.streamInfo
+        record = self._existing_stream(info)
+        if not 0 <= request.epoch < len(record.epochs):
+            raise _Abort("NOT_FOUND", f"epoch {request.epoch} of {info.scope}/{info.stream} "
+                                      "does not exist")
+        ranges = [self._segment_range_message(info.scope, info.stream, record.segments[i])
+                  for i in record.epochs[request.epoch][1]]
+        token = self.issue_token(info.scope, info.stream) if self._wants_token(info) else ""
+        return self._pb.SegmentRanges(segmentRanges=ranges, delegationToken=token)
+
+    # ---- RPCs: transactions ------------------------------------------------------------------
+
+    def _transaction(self, info: Any, txn_id: Any) -> tuple[_Stream | None, _Transaction | None]:
+        record = self._streams.get((info.scope, info.stream))
+        if record is None:
+            return None, None
+        return record, record.transactions.get(txn_id_from_bits(txn_id.highBits, txn_id.lowBits))
+
+    def _finishing(self, info: Any, txn_id: Any, outcome: str) -> tuple[Any, Any, Any]:
+        """``(stream, transaction, None)`` for an open transaction that a commit or abort
+        (``outcome``) may finish; otherwise the ``TxnStatus`` to answer in the third place:
+        STREAM_NOT_FOUND, TRANSACTION_NOT_FOUND, SUCCESS when it already has that outcome,
+        FAILURE when it is finished or finishing otherwise."""
+        status = self._pb.TxnStatus
+        record, txn = self._transaction(info, txn_id)
+        if record is None:
+            return None, None, status(status=status.STREAM_NOT_FOUND)
+        if txn is None:
+            return record, None, status(status=status.TRANSACTION_NOT_FOUND)
+        if txn.state != "OPEN":
+            return record, txn, status(status=status.SUCCESS if txn.state == outcome
+                                       else status.FAILURE)
+        return record, txn, None
+
+    def _txn_segment_names(self, scope: str, stream: str, txn: _Transaction) -> list[str]:
+        return [transaction_segment_name(segment_name(scope, stream, i), txn.txn_id)
+                for i in txn.segments]
+
+    def _arm_lease(self, scope: str, stream: str, txn: _Transaction, lease_ms: int) -> None:
+        """(Re)start the lease: the transaction is aborted if not pinged within ``lease_ms``."""
+        self._cancel_lease(txn)
+        loop = asyncio.get_running_loop()
+        txn.deadline = loop.time() + lease_ms / 1000
+        txn.timer = loop.call_later(lease_ms / 1000, self._expire, scope, stream, txn)
+
+    def _expire(self, scope: str, stream: str, txn: _Transaction) -> None:
+        """The lease timer: abort the transaction in a task the controller keeps (the loop
+        holds tasks weakly) until it is done."""
+        txn.timer = None
+        task = asyncio.get_running_loop().create_task(self._lease_expired(scope, stream, txn))
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
+
+    @staticmethod
+    def _cancel_lease(txn: _Transaction) -> None:
+        if txn.timer is not None:
+            txn.timer.cancel()
+            txn.timer = None
+
+    async def _lease_expired(self, scope: str, stream: str, txn: _Transaction) -> None:
+        async with self._lock:
+            record = self._streams.get((scope, stream))
+            if record is None or record.transactions.get(txn.txn_id) is not txn \
+                    or txn.state != "OPEN" or asyncio.get_running_loop().time() < txn.deadline:
+                return
+            _LOG.info("transaction %s on %s/%s timed out: aborting it", txn.txn_id, scope,
+                      stream)
+            try:
+                await self._abort(scope, stream, record, txn)
+            except Exception:  # noqa: BLE001 (nobody awaits a timer's task)
+                _LOG.exception("aborting timed-out transaction %s failed", txn.txn_id)
+
+    async def _abort(self, scope: str, stream: str, record: _Stream, txn: _Transaction) -> None:
+        """Delete the transaction's segments and mark it ABORTED (under the lock)."""
+        self._cancel_lease(txn)
+        txn.state = "ABORTING"
+        if self.segment_admin is not None:
+            for name in self._txn_segment_names(scope, stream, txn):
+                await self.segment_admin.delete_segment(name)
+        txn.state = "ABORTED"
+        txn.finished.set()
+
+    async def transaction_finished(self, scope: str, stream: str, txn_id: uuid.UUID) -> str:
+        """Wait until the transaction is COMMITTED or ABORTED (by a call or its lease) and
+        return that state. Raises LookupError for an unknown stream or transaction."""
+        record = self._streams.get((scope, stream))
+        txn = record.transactions.get(txn_id) if record is not None else None
+        if txn is None:
+            raise LookupError(f"no transaction {txn_id} on {scope}/{stream}")
+        await txn.finished.wait()
+        return txn.state
+
+    @_rpc
+    async def createTransaction(self, request: Any, context: Any) -> Any:
+        """Opens a transaction on the current epoch: one transaction segment per active segment
+        (``<segment>#transaction.<id hex>``) is created on the stores, and the transaction is
+        aborted unless pinged within ``lease`` milliseconds. The id's high 32 bits are the
+        epoch. NOT_FOUND for an unknown stream, FAILED_PRECONDITION for a sealed one,
+        INVALID_ARGUMENT for a lease outside 1..max_lease_ms, INTERNAL if a store failed."""
+        pb = self._pb
+        info = request.streamInfo
+        if not 0 < request.lease <= self.max_lease_ms:
+            raise _Abort("INVALID_ARGUMENT",
+                         f"lease must be 1..{self.max_lease_ms} ms, not {request.lease}")
+        async with self._lock:
+            record = self._existing_stream(info)
+            if record.sealed:
+                raise _Abort("FAILED_PRECONDITION", f"stream {info.scope}/{info.stream} is sealed")
+            self._txn_counter += 1
+            txn_id = txn_id_from_bits(record.epoch << 32, self._txn_counter)
+            txn = _Transaction(txn_id, list(record.active))
+            if self.segment_admin is not None:
+                for name in self._txn_segment_names(info.scope, info.stream, txn):
+                    await self.segment_admin.create_segment(name)
+            record.transactions[txn_id] = txn
+            self._arm_lease(info.scope, info.stream, txn, request.lease)
+        high, low = txn_id_bits(txn_id)
+        token = self.issue_token(info.scope, info.stream) if self._wants_token(info) else ""
+        return pb.CreateTxnResponse(
+            txnId=pb.TxnId(highBits=high, lowBits=low), delegationToken=token,
+            activeSegments=[self._segment_range_message(info.scope, info.stream,
+                                                        record.segments[i])
+                            for i in txn.segments])
+
+    @_rpc
+    async def commitTransaction(self, request: Any, context: Any) -> Any:
+        """Merges each transaction segment into its segment, in key order, and answers once
+        the transaction is COMMITTED: SUCCESS (also again for a committed one),
+        STREAM_NOT_FOUND, TRANSACTION_NOT_FOUND; FAILURE for an aborted transaction, one whose
+        epoch the stream has scaled past (Pravega's rolling transactions are not emulated), or
+        a store failure (the transaction stays OPEN, its lease running)."""
+        status = self._pb.TxnStatus
+        info = request.streamInfo
+        async with self._lock:
+            record, txn, answer = self._finishing(info, request.txnId, "COMMITTED")
+            if answer is not None:
+                return answer
+            if txn_epoch(txn.txn_id) != record.epoch or record.sealed:
+                return status(status=status.FAILURE)
+            txn.state = "COMMITTING"
+            try:
+                if self.segment_admin is not None:
+                    for segment_id, name in zip(
+                            txn.segments, self._txn_segment_names(info.scope, info.stream, txn)):
+                        await self.segment_admin.merge_segment(
+                            segment_name(info.scope, info.stream, segment_id), name)
+            except Exception as exc:  # noqa: BLE001 (the status says so)
+                _LOG.warning("commit of transaction %s failed: %r", txn.txn_id, exc)
+                txn.state = "OPEN"
+                return status(status=status.FAILURE)
+            self._cancel_lease(txn)
+            txn.state = "COMMITTED"
+            txn.finished.set()
+        return status(status=status.SUCCESS)
+
+    @_rpc
+    async def abortTransaction(self, request: Any, context: Any) -> Any:
+        """Deletes the transaction's segments: SUCCESS (also again for an aborted one),
+        STREAM_NOT_FOUND, TRANSACTION_NOT_FOUND; FAILURE for a committed transaction or a store
+        failure."""
+        status = self._pb.TxnStatus
+        info = request.streamInfo
+        async with self._lock:
+            record, txn, answer = self._finishing(info, request.txnId, "ABORTED")
+            if answer is not None:
+                return answer
+            try:
+                await self._abort(info.scope, info.stream, record, txn)
+            except Exception as exc:  # noqa: BLE001 (the status says so)
+                _LOG.warning("abort of transaction %s failed: %r", txn.txn_id, exc)
+                return status(status=status.FAILURE)
+        return status(status=status.SUCCESS)
+
+    @_rpc
+    async def pingTransaction(self, request: Any, context: Any) -> Any:
+        """Renews an open transaction's lease to ``lease`` ms: OK, LEASE_TOO_LARGE (over
+        max_lease_ms), COMMITTED / ABORTED for a finished transaction, UNKNOWN for an unknown
+        stream or transaction."""
+        status = self._pb.PingTxnStatus
+        info = request.streamInfo
+        async with self._lock:
+            record, txn = self._transaction(info, request.txnId)
+            if txn is None:
+                return status(status=status.UNKNOWN)
+            if txn.state in ("COMMITTING", "COMMITTED"):
+                return status(status=status.COMMITTED)
+            if txn.state in ("ABORTING", "ABORTED"):
+                return status(status=status.ABORTED)
+            if not 0 < request.lease <= self.max_lease_ms:
+                return status(status=status.LEASE_TOO_LARGE)
+            self._arm_lease(info.scope, info.stream, txn, request.lease)
+        return status(status=status.OK)
+
+    @_rpc
+    async def checkTransactionState(self, request: Any, context: Any) -> Any:
+        """OPEN, COMMITTING, COMMITTED, ABORTING or ABORTED; UNKNOWN for an unknown stream or
+        transaction."""
+        state = self._pb.TxnState
+        _, txn = self._transaction(request.streamInfo, request.txnId)
+        return state(state=state.State.Value(txn.state) if txn is not None else state.UNKNOWN)
+
+    @_rpc
+    async def listCompletedTransactions(self, request: Any, context: Any) -> Any:
+        """The stream's committed and aborted transactions (all of them: the emulator keeps
+        them for the stream's lifetime). NOT_FOUND for an unknown stream."""
+        pb = self._pb
+        record = self._existing_stream(request.streamInfo)
+        entries = []
+        for txn in record.transactions.values():
+            if txn.state in ("COMMITTED", "ABORTED"):
+                high, low = txn_id_bits(txn.txn_id)
+                entries.append(pb.TxnResponse(txnId=pb.TxnId(highBits=high, lowBits=low),
+                                              status=pb.TxnResponse.Status.Value(txn.state)))
+        return pb.ListCompletedTxnResponse(response=entries)
+
+    # ---- in-process operations (the scale and truncateStream RPCs call them) ---------------
 
     async def scale_stream(self, scope: str, stream: str, sealed: Sequence[int],
                            new_ranges: Sequence[tuple[float, float]]) -> list[int]:
@@ -757,6 +1225,7 @@ class EmbeddedController:
             kept = [record.segments[i] for i in record.active if i not in sealed]
             record.active = [s.segment_id for s in sorted(kept + created,
                                                           key=lambda s: s.min_key)]
+            record.epochs.append((_now_ms(), list(record.active)))
             return [s.segment_id for s in created]
 
     async def truncate_stream(self, scope: str, stream: str, cut: Mapping[int, int]) -> None:
@@ -770,19 +1239,8 @@ class EmbeddedController:
             record = self._streams.get((scope, stream))
             if record is None:
                 raise LookupError(f"stream {scope}/{stream} does not exist")
-            if not cut or any(i not in record.segments or record.segments[i].deleted or o < 0
-                              for i, o in cut.items()):
-                raise ValueError(f"{dict(cut)} is not a cut of live segments, offsets >= 0")
-            members = sorted((record.segments[i] for i in cut), key=lambda s: s.min_key)
-            _check_tiling([(s.min_key, s.max_key) for s in members], 0.0, 1.0)
-            before: set[int] = set()
-            pending = [p for i in cut for p in record.segments[i].predecessors]
-            while pending:
-                segment_id = pending.pop()
-                if segment_id not in before:
-                    before.add(segment_id)
-                    pending.extend(record.segments[segment_id].predecessors)
-            doomed = [i for i in sorted(before) if not record.segments[i].deleted]
+            _check_cut(record, cut)
+            doomed = [i for i in sorted(_ancestors(record, cut)) if not record.segments[i].deleted]
             if self.segment_admin is not None:
                 for segment_id, offset in sorted(cut.items()):
                     await self.segment_admin.truncate_segment(

@@ -10,22 +10,12 @@ from __future__ import annotations
 
 import zlib
 
+from pravega_wire.naming import primary_segment_name
+
 __all__ = ["DEFAULT_CONTAINER_COUNT", "primary_segment_name", "container_of", "store_index_of"]
 
 #: Containers per embedded cluster (Pravega's default for a standalone cluster is 4).
 DEFAULT_CONTAINER_COUNT = 16
-
-_SUFFIXES = ("#transaction.", "#transient.")
-
-
-def primary_segment_name(segment: str) -> str:
-    """The name a segment is placed by: its parent's for transaction and transient segments."""
-    for marker in _SUFFIXES:
-        cut = segment.find(marker)
-        if cut >= 0:
-            segment = segment[:cut]
-    return segment
-
 
 def container_of(segment: str, container_count: int = DEFAULT_CONTAINER_COUNT) -> int:
     """The container that holds ``segment``: a stable hash of its primary name."""

@@ -1136,3 +1136,14 @@ class SegmentStore:
     def __repr__(self) -> str:
         state = self.uri if self.serving else "stopped"
         return f"<SegmentStore {self.index}/{self.store_count} {state}>"
+
+    def merge_segment(self, target: str, source: str) -> int:
+        """Append all of segment ``source`` to ``target`` and delete ``source`` (a transaction
+        commit); returns the target's length. A missing source counts as merged already.
+        Raises the storage's errors for a missing or sealed target."""
+        target_segment = self.storage.require(target)
+        source_segment = self.storage.get(source)
+        if source_segment is not None:
+            self.storage.merge(target_segment, source_segment)
+            self.storage.commit()
+        return target_segment.length
