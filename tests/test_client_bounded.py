@@ -4,6 +4,7 @@ its runs stay bounded by the in-flight window. Counted in operations and sizes, 
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -151,3 +152,29 @@ def test_latency_histogram_percentiles_are_within_a_bucket():
     assert histogram.count == len(values) + 3 and histogram.percentile(1.0) >= 5.0
     assert LatencyHistogram().percentile(0.5) == 0.0
     assert len(histogram.values(limit=100)) == 100
+
+
+@pytest.mark.asyncio
+async def test_a_writer_waiting_for_room_closes_its_block_first():
+    # Waiting for acknowledgements while the events waited for sit in an open append block
+    # would wait for the batch timer: write() closes the block (a KeepAlive) before it waits.
+    cluster = FakeCluster(stores=1)
+    cluster.create(SEG)
+    pool = FakePool(cluster)
+    writer = await SegmentWriter.open(pool, cluster.endpoints[0], SEG,
+                                      config=EventWriterConfig(max_inflight_bytes=300))
+    store = cluster.store()
+    store.ack_mode = "manual"
+    for i in range(3):
+        await writer.write(b"x" * 100)  # 324 bytes in flight after the third
+    keepalives = sum(type(cmd) is C.KeepAlive for _flow, cmd in store.log)
+    waiting = asyncio.ensure_future(writer.write(b"y"))
+    await settle()
+    assert not waiting.done()
+    assert sum(type(cmd) is C.KeepAlive for _flow, cmd in store.log) == keepalives + 1
+    store.ack_mode = "each"
+    store.send_acks()
+    await asyncio.wait_for(waiting, 5)
+    await asyncio.wait_for(writer.flush(), 5)
+    assert cluster.events(SEG) == [b"x" * 100] * 3 + [b"y"]
+    await writer.close()

@@ -427,6 +427,7 @@ class SegmentWriter:
         if type(event) is not bytes or len(event) > MAX_EVENT_SIZE:
             event = event_bytes(event)
         if self._inflight_bytes > self.config.max_inflight_bytes:
+            self._close_block()  # what waits for room goes out now, not at the batch timeout
             await self._wait_writable()
         self.write_nowait(event)
 
@@ -447,11 +448,7 @@ class SegmentWriter:
         self._raise_if_failed()
         if not self._inflight:
             return
-        if self._state is _READY:
-            try:
-                self._flow.send(C.KeepAlive())  # closes an open append block, as Java's flush()
-            except ConnectionFailedError as e:
-                self._connection_failed(e)
+        self._close_block()
         drained = self._drained
         if drained is None or drained.done():
             drained = self._drained = self._loop.create_future()
@@ -460,6 +457,15 @@ class SegmentWriter:
         except _ASYNC_TIMEOUTS:
             raise TimeoutError(f"flush of {self.segment} did not complete in {timeout} s "
                                f"({self.unacknowledged} events unacknowledged)") from None
+
+    def _close_block(self) -> None:
+        """Close the connection's open append block (a KeepAlive does, as in Java's flush()),
+        so that what is in it is sent now rather than when the batch timer fires."""
+        if self._state is _READY:
+            try:
+                self._flow.send(C.KeepAlive())
+            except ConnectionFailedError as e:
+                self._connection_failed(e)
 
     def _enqueue(self, data: bytes, count: int, size: int, future: Any) -> None:
         state = self._state
