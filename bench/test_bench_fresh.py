@@ -44,10 +44,11 @@ import time
 
 import pytest
 
-from pravega_wire.client import EndOfSegment, MetadataClient, SegmentReader, SegmentWriter
+from test_bench_clients import _Env as _ClientsEnv
+from test_bench_clients import _read_events, _server_cpu
+
+from pravega_wire.client import SegmentWriter
 from pravega_wire.client.stream import StreamWriter
-from pravega_wire.pool import ConnectionPool
-from pravega_wire.server import ChildCluster
 
 EVENT = b"e" * 100
 RECORD = len(EVENT) + 8
@@ -62,27 +63,20 @@ STREAM_ROUNDS = 3
 KEYS = {"1": 1, "1000": 1_000, "1000000": 1_000_000}
 DEMO_TIMEOUT = 600
 
-_names = itertools.count()
 #: Median events/s of each case, for the ratios.
 MEDIANS: dict[str, float] = {}
 
 
-class _Env:
+class _Env(_ClientsEnv):
+    """``bench/test_bench_clients.py``'s child cluster, loop, pool and metadata client, plus a
+    controller client for the StreamWriter cases."""
+
     def __init__(self) -> None:
-        self.cluster = ChildCluster(1).start()
-        self.endpoint = self.cluster.store_endpoints[0]
-        self.loop = asyncio.new_event_loop()
-        self.pool = ConnectionPool()
-        self.meta = MetadataClient(self.pool, self.endpoint)
+        super().__init__()
         self.controller = None
 
-    def run(self, coro):
-        return self.loop.run_until_complete(coro)
-
-    def new_segment(self) -> str:
-        name = f"fresh/s{os.getpid()}x{next(_names)}/0.#epoch.0"
-        self.run(self.meta.create(name))
-        return name
+    def new_segment(self) -> str:  # type: ignore[override]
+        return super().new_segment("fresh")
 
     def delete(self, segment: str) -> None:
         self.run(self.meta.delete(segment))
@@ -91,11 +85,8 @@ class _Env:
         try:
             if self.controller is not None:
                 self.run(self.controller.close())
-            self.run(self.meta.close())
-            self.run(self.pool.close())
         finally:
-            self.loop.close()
-            self.cluster.stop()
+            super().close()
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +102,6 @@ def env():
 
 
 # ---- measuring ------------------------------------------------------------------------------
-
-
-def _server_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _status_kb(field: str, pid: str = "self") -> int:
@@ -292,18 +277,6 @@ async def _fill(env: _Env, segment: str, events: int) -> int:
         return writer.segment_length
 
 
-async def _read_all(env: _Env, segment: str, length: int) -> int:
-    events = 0
-    async with SegmentReader(env.pool, env.endpoint, segment, end_offset=length) as reader:
-        read = reader.read_event
-        try:
-            while True:
-                await read()
-                events += 1
-        except EndOfSegment:
-            return events
-
-
 @pytest.mark.parametrize("size", BURSTS)
 def test_fresh_reader(benchmark, env, size):
     benchmark.group = "fresh reader, read_event of 100 B events"
@@ -312,7 +285,7 @@ def test_fresh_reader(benchmark, env, size):
     try:
         length = env.run(_fill(env, segment, events))
         assert length == events * RECORD
-        measured = _Rounds(env, lambda: env.run(_read_all(env, segment, length)))
+        measured = _Rounds(env, lambda: env.run(_read_events(env, segment, length)))
         assert benchmark.pedantic(measured, rounds=rounds) == events
         _record(benchmark, f"fresh_reader_{size}", events, measured, memory=size == "10M")
     finally:

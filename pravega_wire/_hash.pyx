@@ -45,44 +45,34 @@ cdef inline uint64_t _load64(const uint8_t *p) noexcept nogil:
             | (<uint64_t>p[6] << 48) | (<uint64_t>p[7] << 56))
 
 
+cdef inline uint64_t _mix_k1(uint64_t k1) noexcept nogil:
+    return _rotl64(k1 * _C1, 31) * _C2
+
+
+cdef inline uint64_t _mix_k2(uint64_t k2) noexcept nogil:
+    return _rotl64(k2 * _C2, 33) * _C1
+
+
 cdef uint64_t _murmur3(const uint8_t *data, Py_ssize_t length, uint32_t seed,
                        uint64_t *second) noexcept nogil:
     """h1 of MurmurHash3 x64 128 (h2 into ``second`` when it is not NULL)."""
-    cdef uint64_t h1 = seed, h2 = seed, k1, k2
+    cdef uint64_t h1 = seed, h2 = seed, k1 = 0, k2 = 0
     cdef Py_ssize_t body = length - length % 16, i
     cdef const uint8_t *tail = data + body
     cdef Py_ssize_t rest = length - body
     for i in range(0, body, 16):
-        k1 = _load64(data + i)
-        k2 = _load64(data + i + 8)
-        k1 *= _C1
-        k1 = _rotl64(k1, 31)
-        k1 *= _C2
-        h1 ^= k1
-        h1 = _rotl64(h1, 27) + h2
-        h1 = h1 * 5 + 0x52DCE729
-        k2 *= _C2
-        k2 = _rotl64(k2, 33)
-        k2 *= _C1
-        h2 ^= k2
-        h2 = _rotl64(h2, 31) + h1
-        h2 = h2 * 5 + 0x38495AB5
-    k1 = 0
-    k2 = 0
+        h1 ^= _mix_k1(_load64(data + i))
+        h1 = (_rotl64(h1, 27) + h2) * 5 + 0x52DCE729
+        h2 ^= _mix_k2(_load64(data + i + 8))
+        h2 = (_rotl64(h2, 31) + h1) * 5 + 0x38495AB5
     if rest > 8:
         for i in range(rest - 1, 7, -1):
             k2 = (k2 << 8) | tail[i]
-        k2 *= _C2
-        k2 = _rotl64(k2, 33)
-        k2 *= _C1
-        h2 ^= k2
+        h2 ^= _mix_k2(k2)
     if rest > 0:
         for i in range(min(rest, 8) - 1, -1, -1):
             k1 = (k1 << 8) | tail[i]
-        k1 *= _C1
-        k1 = _rotl64(k1, 31)
-        k1 *= _C2
-        h1 ^= k1
+        h1 ^= _mix_k1(k1)
     h1 ^= <uint64_t>length
     h2 ^= <uint64_t>length
     h1 += h2
@@ -96,9 +86,7 @@ cdef uint64_t _murmur3(const uint8_t *data, Py_ssize_t length, uint32_t seed,
 
 
 def murmur3_x64_128(data, seed=0):
-    """MurmurHash3 x64 128-bit of ``data`` (bytes-like) as the two unsigned 64-bit halves
-    ``(h1, h2)``; ``h1`` is what Guava's ``asLong()`` and the Rust ``murmur3`` crate's first
-    value return. Only the low 32 bits of ``seed`` count, as in the reference."""
+    """``(h1, h2)``, MurmurHash3 x64 128 of ``data``: see the pure twin."""
     cdef const uint8_t[::1] view = memoryview(data).cast("B")
     cdef uint32_t low = <uint32_t>(seed & 0xFFFFFFFF)
     cdef uint64_t h1, h2 = 0
@@ -120,13 +108,8 @@ cdef inline Py_ssize_t _utf8_width(uint32_t c) noexcept nogil:
 
 
 def hash_routing_key(routing_key, *, bint rust_compatible=False):
-    """The position in ``[0, 1)`` of a routing key, as Pravega's clients compute it: murmur3
-    x64 128 (seed :data:`ROUTING_KEY_SEED`) of the key's UTF-16LE code units (lone surrogates
-    included as they are); the first 64 bits ``h`` give ``(h >> 12) / 2**52``.
-
-    Java hashes exactly the code units. The Rust client hashes a buffer of as many code units
-    as the key has UTF-8 bytes, zero-padded, so the two differ for non-ASCII keys:
-    ``rust_compatible=True`` reproduces Rust's placement."""
+    """The position in ``[0, 1)`` of a routing key, as Java (or, with ``rust_compatible``,
+    Rust) places it: see the pure twin."""
     if not isinstance(routing_key, str):
         raise TypeError(f"routing_key must be a str, not {type(routing_key).__name__}")
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(routing_key), i, units = 0, size, utf8 = 0

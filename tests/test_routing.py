@@ -16,14 +16,11 @@ from pravega_wire.codec import pure_requested
 
 from conftest import TWINS, load_twin
 
-# Guava's Murmur3Hash128Test known values (seed, h1, h2, input): the reference's output.
+# Two of Guava's Murmur3Hash128Test known values (seed, h1, h2, input); tests/test_controller.py
+# pins the rest through the controller's exports (when grpc is installed).
 MURMUR3_VECTORS = [
-    (0, 0x629942693E10F867, 0x92DB0B82BAEB5347, b"hell"),
     (1, 0xA78DDFF5ADAE8D10, 0x128900EF20900135, b"hello"),
-    (4, 0x79F6305A386C572C, 0x46305AED3483B94E, b"hello wo"),
-    (5, 0xC2219D213EC1F1B5, 0xA1D8E2E0A52785BD, b"hello wor"),
     (0, 0xE34BBC7BBC071B6C, 0x7A433CA9C49A9347, b"The quick brown fox jumps over the lazy dog"),
-    (0, 0x658CA970FF85269A, 0x43FEE3EAA68E5C3E, b"The quick brown fox jumps over the lazy cog"),
 ]
 
 
