@@ -1,8 +1,9 @@
 """Turn a pytest-benchmark JSON file (``bash tasks.sh bench`` writes bench/results.json) into the
 PNG plots that bench/RESULTS.md shows:
 
-* ``bursts.png``: events/s against burst size (10 k .. 10 M events of 100 B): a fresh writer per
-  burst, a warm writer, a fresh reader (``bench/test_bench_fresh.py``);
+* ``bursts.png``: events/s and the client's CPU time per event against burst size (10 k .. 10 M
+  events of 100 B): a fresh writer per burst, a warm writer, a fresh reader
+  (``bench/test_bench_fresh.py``);
 * ``pooling.png``: acknowledged events/s pooled and dedicated, by number of writers (one writer
   and 100 writers, ``bench/test_bench_clients.py``);
 * ``twins.png``: compiled over pure (the speed-up, log scale) for each operation measured on
@@ -38,28 +39,40 @@ def _rate(bench: dict) -> float | None:
 
 
 def plot_bursts(cases: dict[str, dict], out: Path) -> Path | None:
+    """events/s (wall) and the client's CPU time per event, which a shared machine disturbs
+    less, against burst size."""
     series = {"fresh writer per burst": "test_fresh_writer", "warm writer": "test_warm_writer",
               "fresh reader (read_event)": "test_fresh_reader"}
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, (rate_ax, cpu_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     drawn = False
     for label, test in series.items():
-        points = [(n, _rate(cases[f"{test}[{size}]"])) for size, n in BURSTS.items()
-                  if f"{test}[{size}]" in cases and _rate(cases[f"{test}[{size}]"])]
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, [y / 1e6 for y in ys], marker="o", label=label)
-            drawn = True
+        found = [(n, cases[f"{test}[{size}]"]["extra_info"]) for size, n in BURSTS.items()
+                 if f"{test}[{size}]" in cases]
+        points = [(n, info) for n, info in found if info.get("events_per_s")]
+        if not points:
+            continue
+        xs = [n for n, _ in points]
+        rate_ax.plot(xs, [info["events_per_s"] / 1e6 for _, info in points], marker="o",
+                     label=label)
+        cpu = [(n, info["client_cpu_ns_per_event"]) for n, info in points
+               if "client_cpu_ns_per_event" in info]
+        if cpu:
+            cpu_ax.plot(*zip(*cpu), marker="o", label=label)
+        drawn = True
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xscale("log")
-    ax.set_xticks(list(BURSTS.values()), list(BURSTS))
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("events per burst (100 B each)")
-    ax.set_ylabel("million events/s")
-    ax.set_title("One writer / reader, server in its own process")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    for ax in (rate_ax, cpu_ax):
+        ax.set_xscale("log")
+        ax.set_xticks(list(BURSTS.values()), list(BURSTS))
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("events per burst (100 B each)")
+        ax.grid(True, alpha=0.3)
+    rate_ax.set_ylabel("million events/s")
+    rate_ax.set_title("events/s (server in its own process)")
+    cpu_ax.set_ylabel("client CPU ns per event")
+    cpu_ax.set_title("client CPU per event (flat: no cost grows with N)")
+    rate_ax.legend()
     return _save(fig, out / "bursts.png")
 
 
