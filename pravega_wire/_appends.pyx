@@ -365,6 +365,14 @@ cdef class FlowBatchSizeTrackers:
         """The tracker of ``flow_id`` if the map holds one, else None (nothing is created)."""
         return self._trackers.get(flow_id)
 
+    cpdef bint discard(self, flow_id):
+        """Drop the tracker of ``flow_id`` (see the pure twin); returns whether there was one."""
+        cdef AppendBatchSizeTracker t = self._trackers.pop(flow_id, None)
+        if t is None:
+            return False
+        t.live = False
+        return True
+
     def expire(self):
         """Drop the idle entries now; returns how many were dropped."""
         cdef Py_ssize_t before = len(self._trackers)
@@ -876,6 +884,9 @@ cdef class CommandEncoder:
         del self._writer_segments[wkey]
         if s is self._last_session:
             self._last_session = self._last_segment = self._last_writer = None
+        cdef _Session session = s
+        if session.tracker is not None and session.has_flow and self._trackers is not None:
+            self._trackers.discard(session.flow_id)  # (another session of that flow gets a new one)
         return True
 
     def batch_timeout(self, token):

@@ -441,6 +441,18 @@ class FlowBatchSizeTrackers:
         """The tracker of ``flow_id`` if the map holds one, else None (nothing is created)."""
         return self._trackers.get(flow_id)
 
+    def discard(self, flow_id: int) -> bool:
+        """Drop the tracker of ``flow_id`` (its flow set up no more appends here: the encoder
+        calls this when it closes the flow's session), so that the map holds the trackers of
+        live flows, not of every flow the connection ever carried. The tracker gets
+        ``live = False``; the next flow still starts from its estimates. Returns whether the
+        map held one."""
+        t = self._trackers.pop(flow_id, None)
+        if t is None:
+            return False
+        t.live = False
+        return True
+
     def expire(self) -> int:
         """Drop the idle entries now; returns how many were dropped."""
         before = len(self._trackers)
@@ -894,7 +906,8 @@ class CommandEncoder:
     def close_session(self, segment: str, writer_id) -> bool:
         """Forget the session of (``segment``, ``writer_id``): later appends for it are refused
         as not set up. Data it already gave is not lost: an open block of its own or a queue
-        still goes out as usual, after which nothing refers to it. Returns whether the session
+        still goes out as usual, after which nothing refers to it. Its flow's batch-size tracker
+        is dropped too (:meth:`FlowBatchSizeTrackers.discard`). Returns whether the session
         existed."""
         self._check_open()
         wkey = _writer_key(writer_id)
@@ -907,6 +920,8 @@ class CommandEncoder:
         del self._writer_segments[wkey]
         if s is self._last_session:
             self._last_session = self._last_segment = self._last_writer = None
+        if s.tracker is not None and self._trackers is not None:
+            self._trackers.discard(s.flow_id)  # (another session of that flow gets a new one)
         return True
 
     def batch_timeout(self, token: int) -> int:

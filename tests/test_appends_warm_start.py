@@ -55,3 +55,32 @@ def test_a_new_flow_starts_where_the_previous_one_left_off(twin):
     elsewhere.record_append(1, 108)
     elsewhere.record_append(2, 108)
     assert elsewhere.get_append_block_size() < 4096
+
+
+def test_a_closed_flows_tracker_is_dropped_and_still_seeds_the_next(twin):
+    clock = Clock()
+    flows = twin.FlowBatchSizeTrackers(clock)
+    first = flows.tracker(1)
+    _burst(first, clock, 1, 20_000)
+    warmed = first.get_append_block_size()
+    assert flows.discard(1) and not first.live and 1 not in flows and len(flows) == 0
+    assert not flows.discard(1) and not flows.discard(99)
+    second = flows.tracker(2)
+    second.record_append(1, 108)
+    second.record_append(2, 108)
+    assert second.get_append_block_size() >= warmed // 2
+
+
+def test_closing_a_session_drops_its_flows_tracker(twin):
+    import uuid
+
+    from pravega_wire import commands as C
+    encoder = twin.CommandEncoder()
+    writer = uuid.uuid4()
+    request_id = 7 << 32
+    encoder.write_command(C.SetupAppend(request_id, writer, "sc/st/0", ""))
+    encoder.append_event("sc/st/0", writer, 1, b"x" * 100, request_id)
+    assert 7 in encoder.trackers
+    assert encoder.close_session("sc/st/0", writer)
+    assert 7 not in encoder.trackers and len(encoder.trackers) == 0
+    assert encoder.record_ack(request_id, 1) is None  # a late ack for it is ignored

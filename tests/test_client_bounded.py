@@ -178,3 +178,30 @@ async def test_a_writer_waiting_for_room_closes_its_block_first():
     await asyncio.wait_for(writer.flush(), 5)
     assert cluster.events(SEG) == [b"x" * 100] * 3 + [b"y"]
     await writer.close()
+
+
+@pytest.mark.asyncio
+async def test_fresh_writers_leave_no_state_in_the_pool():
+    # A writer per burst, hundreds of them through one pooled connection: once each is closed
+    # its flow, its append session and its batch-size tracker are gone (the tracker map held
+    # one tracker per flow ever opened, up to 10,000, until idle expiry).
+    from pravega_wire.pool import ConnectionPool
+    from pravega_wire.server import EmbeddedCluster
+
+    async with EmbeddedCluster(stores=1, controller=False) as cluster:
+        endpoint = cluster.store_endpoints[0]
+        await cluster.create_segment(SEG)
+        async with ConnectionPool() as pool:
+            for i in range(200):
+                async with SegmentWriter(pool, endpoint, SEG) as writer:
+                    for _ in range(5):
+                        writer.write_nowait(b"event")
+                assert writer.acked_events == 5
+            connections = [entry.conn for entries in pool._endpoints.values()
+                           for entry in entries]
+            assert connections
+            for connection in connections:
+                encoder = connection._encoder
+                assert connection._flows == {}
+                assert encoder.session_count == 0
+                assert len(encoder.trackers) == 0
