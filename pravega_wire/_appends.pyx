@@ -326,6 +326,7 @@ cdef class FlowBatchSizeTrackers:
     cdef dict _trackers
     cdef int64_t _max_flows, _idle_expiry_ns, _last_sweep
     cdef dict _tracker_args
+    cdef AppendBatchSizeTracker _latest
 
     def __init__(self, clock=time.monotonic_ns, *, max_flows=DEFAULT_MAX_FLOWS,
                  idle_expiry_ns=DEFAULT_FLOW_IDLE_EXPIRY_NS, **tracker_args):
@@ -340,8 +341,10 @@ cdef class FlowBatchSizeTrackers:
         self._tracker_args = tracker_args
 
     cpdef AppendBatchSizeTracker tracker(self, flow_id):
-        """The tracker of ``flow_id``, created (with the defaults) if the flow has none."""
+        """The tracker of ``flow_id``, created if the flow has none (starting from the
+        estimates of the tracker made before it, Java's defaults for the first)."""
         cdef AppendBatchSizeTracker t = self._trackers.get(flow_id)
+        cdef AppendBatchSizeTracker latest = self._latest
         cdef int64_t now
         if t is None:
             _check_int(flow_id, _I32_MIN, _I32_MAX, "flow_id")
@@ -350,12 +353,25 @@ cdef class FlowBatchSizeTrackers:
                     or now - self._last_sweep >= self._idle_expiry_ns // 2):
                 self._sweep(now, True)
             t = AppendBatchSizeTracker(self._clock, **self._tracker_args)
+            if latest is not None:
+                t._event_size = latest._event_size
+                t._npa = latest._npa
+                t._outstanding = latest._outstanding
             self._trackers[flow_id] = t
+            self._latest = t
         return t
 
     def get(self, flow_id):
         """The tracker of ``flow_id`` if the map holds one, else None (nothing is created)."""
         return self._trackers.get(flow_id)
+
+    cpdef bint discard(self, flow_id):
+        """Drop the tracker of ``flow_id`` (see the pure twin); returns whether there was one."""
+        cdef AppendBatchSizeTracker t = self._trackers.pop(flow_id, None)
+        if t is None:
+            return False
+        t.live = False
+        return True
 
     def expire(self):
         """Drop the idle entries now; returns how many were dropped."""
@@ -868,6 +884,9 @@ cdef class CommandEncoder:
         del self._writer_segments[wkey]
         if s is self._last_session:
             self._last_session = self._last_segment = self._last_writer = None
+        cdef _Session session = s
+        if session.tracker is not None and session.has_flow and self._trackers is not None:
+            self._trackers.discard(session.flow_id)  # (another session of that flow gets a new one)
         return True
 
     def batch_timeout(self, token):

@@ -392,12 +392,19 @@ class FlowBatchSizeTrackers:
     and either the map is full or half the expiry has passed since the last sweep (or when
     :meth:`expire` is called). If the map is still full after dropping idle entries, the least
     recently used tenth is evicted. An evicted tracker gets ``live = False``; its flow starts
-    again from the defaults when it next appears. Memory is therefore bounded by ``max_flows``
-    and the cost of sweeps is amortised over the flows added.
+    again when it next appears. Memory is therefore bounded by ``max_flows`` and the cost of
+    sweeps is amortised over the flows added.
+
+    A new flow's tracker starts from the estimates (append size, time between appends, appends
+    outstanding) of the tracker made before it in this map, that is on the same connection to
+    the same store: Java's defaults only for the first. Java's trackers all start cold, and
+    their slow averages (weights 0.01 and 0.001) then keep a fresh writer's blocks small for
+    thousands of appends; a burst written without yielding to the event loop sees no
+    acknowledgement at all, so it would be cut into ~1 KiB blocks whatever its length.
     """
 
     __slots__ = ("_clock", "_trackers", "_max_flows", "_idle_expiry_ns", "_last_sweep",
-                 "_tracker_args")
+                 "_tracker_args", "_latest")
 
     def __init__(self, clock=time.monotonic_ns, *, max_flows: int = DEFAULT_MAX_FLOWS,
                  idle_expiry_ns: int = DEFAULT_FLOW_IDLE_EXPIRY_NS, **tracker_args):
@@ -410,9 +417,11 @@ class FlowBatchSizeTrackers:
         self._last_sweep = clock()
         AppendBatchSizeTracker(clock, **tracker_args)  # validates the arguments now
         self._tracker_args = tracker_args
+        self._latest = None
 
     def tracker(self, flow_id: int) -> AppendBatchSizeTracker:
-        """The tracker of ``flow_id``, created (with the defaults) if the flow has none."""
+        """The tracker of ``flow_id``, created if the flow has none (starting from the
+        estimates of the tracker made before it, Java's defaults for the first)."""
         t = self._trackers.get(flow_id)
         if t is None:
             _check_int(flow_id, _I32_MIN, _I32_MAX, "flow_id")
@@ -421,12 +430,28 @@ class FlowBatchSizeTrackers:
                     or now - self._last_sweep >= self._idle_expiry_ns // 2):
                 self._sweep(now)
             t = AppendBatchSizeTracker(self._clock, **self._tracker_args)
-            self._trackers[flow_id] = t
+            latest = self._latest
+            if latest is not None:
+                t._event_size, t._npa, t._outstanding = (
+                    latest._event_size, latest._npa, latest._outstanding)
+            self._trackers[flow_id] = self._latest = t
         return t
 
     def get(self, flow_id: int):
         """The tracker of ``flow_id`` if the map holds one, else None (nothing is created)."""
         return self._trackers.get(flow_id)
+
+    def discard(self, flow_id: int) -> bool:
+        """Drop the tracker of ``flow_id`` (its flow set up no more appends here: the encoder
+        calls this when it closes the flow's session), so that the map holds the trackers of
+        live flows, not of every flow the connection ever carried. The tracker gets
+        ``live = False``; the next flow still starts from its estimates. Returns whether the
+        map held one."""
+        t = self._trackers.pop(flow_id, None)
+        if t is None:
+            return False
+        t.live = False
+        return True
 
     def expire(self) -> int:
         """Drop the idle entries now; returns how many were dropped."""
@@ -881,7 +906,8 @@ class CommandEncoder:
     def close_session(self, segment: str, writer_id) -> bool:
         """Forget the session of (``segment``, ``writer_id``): later appends for it are refused
         as not set up. Data it already gave is not lost: an open block of its own or a queue
-        still goes out as usual, after which nothing refers to it. Returns whether the session
+        still goes out as usual, after which nothing refers to it. Its flow's batch-size tracker
+        is dropped too (:meth:`FlowBatchSizeTrackers.discard`). Returns whether the session
         existed."""
         self._check_open()
         wkey = _writer_key(writer_id)
@@ -894,6 +920,8 @@ class CommandEncoder:
         del self._writer_segments[wkey]
         if s is self._last_session:
             self._last_session = self._last_segment = self._last_writer = None
+        if s.tracker is not None and self._trackers is not None:
+            self._trackers.discard(s.flow_id)  # (another session of that flow gets a new one)
         return True
 
     def batch_timeout(self, token: int) -> int:

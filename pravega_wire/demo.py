@@ -136,6 +136,7 @@ async def run_demo(args: argparse.Namespace) -> dict:
 
 async def _exercise(args, controller, pool, stream, segments, StreamWriter, EventWriterConfig,
                     SegmentReader, EndOfSegment, WireTimeout) -> dict:
+    from .client.writer import LatencyHistogram
     size = args.event_size
     pattern = bytes(range(256)) * ((size + 511) // 256 + 1)
     per_writer = [args.events // args.writers + (1 if w < args.events % args.writers else 0)
@@ -211,7 +212,10 @@ async def _exercise(args, controller, pool, stream, segments, StreamWriter, Even
         if progress is not None:
             progress.cancel()
             print(file=sys.stderr)
-    latencies = sorted(lat for sw in stream_writers for w in sw.writers for lat in w.latencies)
+    latency = LatencyHistogram()
+    for sw in stream_writers:
+        for w in sw.writers:
+            latency.merge(w.latency)
     stats = pool.stats()
     used_segments = len(tally.per_segment)
     segment_writers = sum(len(sw.writers) for sw in stream_writers)
@@ -228,8 +232,8 @@ async def _exercise(args, controller, pool, stream, segments, StreamWriter, Even
         "write_mb_per_s": round(tally.written * size / write_seconds / 1e6, 3),
         "read_events_per_s": round(tally.read / read_seconds, 1),
         "read_mb_per_s": round(tally.bytes_read / read_seconds / 1e6, 3),
-        "ack_latency_ms_p50": round(_percentile(latencies, 0.50) * 1e3, 3),
-        "ack_latency_ms_p99": round(_percentile(latencies, 0.99) * 1e3, 3),
+        "ack_latency_ms_p50": round(latency.percentile(0.50) * 1e3, 3),
+        "ack_latency_ms_p99": round(latency.percentile(0.99) * 1e3, 3),
         "client_sockets_opened": stats.connections_opened,
         "sockets_one_per_segment": segment_writers + used_segments,
         "segment_writers": segment_writers,
@@ -244,12 +248,6 @@ async def _exercise(args, controller, pool, stream, segments, StreamWriter, Even
         "integrity_ok": ok,
         "integrity": integrity,
     }
-
-
-def _percentile(values: list, q: float) -> float:
-    if not values:
-        return 0.0
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def _progress(tally: _Tally, pool) -> None:

@@ -42,6 +42,7 @@ def test_sdist_has_sources_not_generated_code(sdist):
     assert any(n.endswith("pravega_wire/_appends.pyx") for n in names)
     assert any(n.endswith("pravega_wire/_records.pyx") for n in names)
     assert any(n.endswith("pravega_wire/_flowcore.pyx") for n in names)
+    assert any(n.endswith("pravega_wire/_hash.pyx") for n in names)
     assert any(n.endswith("tests/data/vectors.json") for n in names)
     assert not [n for n in names if n.endswith((".c", ".so"))]
 
@@ -61,4 +62,4 @@ def test_wheel_from_sdist(sdist, tmp_path):
         assert "installing the pure-Python codec" in log
     else:
         assert sorted(Path(n).name.split(".")[0] for n in compiled) == [
-            "_appends", "_codec", "_flowcore", "_records"]
+            "_appends", "_codec", "_flowcore", "_hash", "_records"]

@@ -265,93 +265,11 @@ class Transaction:
 
 
 # ---- routing-key hash ------------------------------------------------------------------------
+# Compiled with a pure twin in pravega_wire.routing; exported here too, where it was first defined.
 
-_MASK64 = (1 << 64) - 1
-_C1 = 0x87C37B91114253D5
-_C2 = 0x4CF5AD432745937F
-
-
-def _rotl64(value: int, shift: int) -> int:
-    return ((value << shift) | (value >> (64 - shift))) & _MASK64
-
-
-def _fmix64(value: int) -> int:
-    value ^= value >> 33
-    value = (value * 0xFF51AFD7ED558CCD) & _MASK64
-    value ^= value >> 33
-    value = (value * 0xC4CEB9FE1A85EC53) & _MASK64
-    return value ^ (value >> 33)
-
-
-def _mix_k1(k1: int) -> int:
-    return (_rotl64((k1 * _C1) & _MASK64, 31) * _C2) & _MASK64
-
-
-def _mix_k2(k2: int) -> int:
-    return (_rotl64((k2 * _C2) & _MASK64, 33) * _C1) & _MASK64
-
-
-def murmur3_x64_128(data: bytes, seed: int = 0) -> tuple[int, int]:
-    """MurmurHash3 x64 128-bit of ``data`` as the two unsigned 64-bit halves ``(h1, h2)``;
-    ``h1`` is what Guava's ``asLong()`` and the Rust ``murmur3`` crate's first value return."""
-    length = len(data)
-    h1 = h2 = seed & 0xFFFFFFFF
-    body = length - length % 16
-    for k1, k2 in struct.iter_unpack("<QQ", data[:body]):
-        h1 ^= _mix_k1(k1)
-        h1 = (_rotl64(h1, 27) + h2) & _MASK64
-        h1 = (h1 * 5 + 0x52DCE729) & _MASK64
-        h2 ^= _mix_k2(k2)
-        h2 = (_rotl64(h2, 31) + h1) & _MASK64
-        h2 = (h2 * 5 + 0x38495AB5) & _MASK64
-    tail = data[body:]
-    if len(tail) > 8:
-        h2 ^= _mix_k2(int.from_bytes(tail[8:], "little"))
-    if tail:
-        h1 ^= _mix_k1(int.from_bytes(tail[:8], "little"))
-    h1 ^= length
-    h2 ^= length
-    h1 = (h1 + h2) & _MASK64
-    h2 = (h2 + h1) & _MASK64
-    h1, h2 = _fmix64(h1), _fmix64(h2)
-    h1 = (h1 + h2) & _MASK64
-    return h1, (h2 + h1) & _MASK64
-
-
-def hash_routing_key(routing_key: str, *, rust_compatible: bool = False) -> float:
-    """The position in ``[0, 1)`` of a routing key, as Pravega's clients compute it: murmur3
-    x64 128 (seed :data:`ROUTING_KEY_SEED`) of the key's UTF-16LE code units; the first 64 bits
-    ``h`` give ``(h >> 12) / 2**52`` (the mantissa of a double in [1, 2), minus 1.0).
-
-    Java hashes exactly the code units. The Rust client hashes a buffer of as many code units
-    as the key has UTF-8 bytes, zero-padded, so the two differ for non-ASCII keys
-    (CONTROLLER.md pitfall 12): ``rust_compatible=True`` reproduces Rust's placement.
-    """
-    units = routing_key.encode("utf-16-le", "surrogatepass")
-    if rust_compatible:
-        units = units.ljust(2 * len(routing_key.encode("utf-8", "surrogatepass")), b"\0")
-    h1, _ = murmur3_x64_128(units, ROUTING_KEY_SEED)
-    return (h1 >> 12) / float(1 << 52)
-
-
-_Ranged = TypeVar("_Ranged", bound=SegmentWithRange)
-
-
-def segment_for_key(routing_key: str | None, ranges: Sequence[_Ranged], *,
-                    rust_compatible: bool = False,
-                    rand: Callable[[], float] = random.random) -> _Ranged:
-    """The segment of ``ranges`` (a stream's current segments) that an event with
-    ``routing_key`` goes to: the one with the smallest ``max_key`` at or above the key's hash
-    position (Java's ``ceilingEntry``, Rust's ``get_next``). Without a key the position is
-    ``rand()``, uniform in [0, 1). Raises ValueError for an empty ``ranges`` (a sealed stream).
-    """
-    if not ranges:
-        raise ValueError("no segments to route to: the stream is sealed")
-    ordered = sorted(ranges, key=lambda segment: segment.max_key)
-    position = rand() if routing_key is None else hash_routing_key(
-        routing_key, rust_compatible=rust_compatible)
-    index = bisect.bisect_left([segment.max_key for segment in ordered], position)
-    return ordered[min(index, len(ordered) - 1)]
+from pravega_wire.routing import (  # noqa: E402
+    ROUTING_KEY_SEED, hash_routing_key, murmur3_x64_128, segment_for_key,
+)
 
 
 # ---- the client ------------------------------------------------------------------------------

@@ -11,19 +11,19 @@ a store refused it as expired (readers ask for a token for every read)."""
 from __future__ import annotations
 
 import asyncio
-import bisect
-import functools
 import random
+from bisect import bisect_left
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..routing import KeyRanges, hash_routing_key
 from ._common import CachingTokenProvider
-from .controller import SegmentWithRange, hash_routing_key
+from .controller import SegmentWithRange
 from .reader import SegmentReader
 from .writer import EventWriterConfig, SegmentWriter
 
 __all__ = ["StreamWriter", "stream_readers"]
 
-#: Routing keys whose hash position a StreamWriter remembers (the hash is pure Python).
+#: Deprecated, unused: the routing-key hash is compiled and needs no cache (kept for imports).
 ROUTING_CACHE_SIZE = 4096
 
 
@@ -42,6 +42,10 @@ class StreamWriter:
 
     ``controller`` locates segments (and issues tokens when ``auth`` is set: one cached token
     for all the segment writers, renewed when it nears its expiry).
+
+    Placing an event is one hash (compiled, :mod:`pravega_wire.routing`) and one binary search
+    over the segments' key ranges; nothing is cached per key, so a million distinct keys cost
+    what one does.
     """
 
     def __init__(self, pool: Any, controller: Any, scope: str, stream: str,
@@ -53,12 +57,15 @@ class StreamWriter:
         self._controller = controller
         self.scope = scope
         self.stream = stream
-        self.segments: List[SegmentWithRange] = sorted(segments, key=lambda s: s.max_key)
-        self._max_keys = [s.max_key for s in self.segments]
+        self._ranges = KeyRanges(segments)
+        self.segments: List[SegmentWithRange] = self._ranges.segments
+        self._max_keys = self._ranges.max_keys
+        self._last = len(self.segments) - 1
         self.config = config
         self._tokens = _token_provider(controller, scope, stream) if auth else None
         self._writers: Dict[int, SegmentWriter] = {}
-        self._position = functools.lru_cache(maxsize=ROUTING_CACHE_SIZE)(hash_routing_key)
+        # The segment writer of each segment (by its index in ``segments``), once opened.
+        self._by_index: List[Optional[SegmentWriter]] = [None] * len(self.segments)
 
     @classmethod
     async def open(cls, pool: Any, controller: Any, scope: str, stream: str,
@@ -70,9 +77,12 @@ class StreamWriter:
     def segment_for(self, routing_key: Optional[str]) -> SegmentWithRange:
         """The segment an event with ``routing_key`` goes to (the one with the smallest
         ``max_key`` at or above the key's hash position)."""
-        position = random.random() if routing_key is None else self._position(routing_key)
-        index = bisect.bisect_left(self._max_keys, position)
-        return self.segments[min(index, len(self.segments) - 1)]
+        return self.segments[self._index_of(routing_key)]
+
+    def _index_of(self, routing_key: Optional[str]) -> int:
+        index = bisect_left(self._max_keys,
+                            _random() if routing_key is None else _hash(routing_key))
+        return index if index < self._last else self._last
 
     def writer_for(self, segment: SegmentWithRange) -> SegmentWriter:
         writer = self._writers.get(segment.segment_id)
@@ -84,18 +94,33 @@ class StreamWriter:
             self._writers[segment.segment_id] = writer
         return writer
 
+    def _writer_at(self, index: int) -> SegmentWriter:
+        writer = self._by_index[index] = self.writer_for(self.segments[index])
+        return writer
+
     def write_nowait(self, event: Any, routing_key: Optional[str] = None) -> SegmentWithRange:
         """Write without waiting; returns the segment the event went to."""
-        segment = self.segment_for(routing_key)
-        self.writer_for(segment).write_nowait(event)
-        return segment
+        index = bisect_left(self._max_keys,
+                            _random() if routing_key is None else _hash(routing_key))
+        if index > self._last:
+            index = self._last
+        writer = self._by_index[index] or self._writer_at(index)
+        writer.write_nowait(event)
+        return self.segments[index]
 
     async def write(self, event: Any, routing_key: Optional[str] = None) -> SegmentWithRange:
         """Write, waiting only while the segment writer's in-flight bytes are over its limit;
         returns the segment the event went to."""
-        segment = self.segment_for(routing_key)
-        await self.writer_for(segment).write(event)
-        return segment
+        index = bisect_left(self._max_keys,
+                            _random() if routing_key is None else _hash(routing_key))
+        if index > self._last:
+            index = self._last
+        writer = self._by_index[index] or self._writer_at(index)
+        if writer._inflight_bytes > self.config.max_inflight_bytes:
+            await writer.write(event)  # waits for room
+        else:
+            writer.write_nowait(event)
+        return self.segments[index]
 
     @property
     def writers(self) -> List[SegmentWriter]:
@@ -124,6 +149,10 @@ class StreamWriter:
         else:
             for writer in self._writers.values():
                 await writer.close(flush=False)
+
+
+_hash = hash_routing_key
+_random = random.random
 
 
 def _raise_first(results: List[Any]) -> None:

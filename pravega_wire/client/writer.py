@@ -22,14 +22,15 @@ Two ways to write: :meth:`SegmentWriter.write_nowait` (fire and flush: no Future
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import dataclasses
 import logging
 import struct
 import time
 import uuid
-from itertools import islice
-from typing import Any, Iterable, List, Optional
+import warnings
+from typing import Any, Iterable, List, Optional, Sequence
 
 from .. import commands as C
 from ..appends import MAX_APPEND_SIZE, Append
@@ -40,7 +41,8 @@ from ..errors import (AuthenticationError, ConnectionClosedError, ConnectionFail
 from ._common import (MAX_EVENT_SIZE, FlowListener, RetryPolicy, SegmentLocator, TokenProvider,
                       as_locator, event_bytes, no_token, open_flow)
 
-__all__ = ["EventWriterConfig", "SegmentWriter", "MAX_EVENT_SIZE", "MAX_BATCH_SIZE"]
+__all__ = ["EventWriterConfig", "SegmentWriter", "LatencyHistogram", "MAX_EVENT_SIZE",
+           "MAX_BATCH_SIZE"]
 
 log = logging.getLogger("pravega_wire.client.writer")
 
@@ -48,6 +50,7 @@ log = logging.getLogger("pravega_wire.client.writer")
 MAX_BATCH_SIZE = MAX_APPEND_SIZE
 
 _EVENT_HEADER = struct.Struct(">ii")
+_clock = time.perf_counter
 _ASYNC_TIMEOUTS = (asyncio.TimeoutError, TimeoutError)
 
 
@@ -77,7 +80,9 @@ class EventWriterConfig:
       resending what is unacknowledged. ``None`` waits forever, as Java does.
     * ``max_inflight_bytes``: :meth:`SegmentWriter.write` waits while more than this many
       bytes are unacknowledged (memory stays bounded when the server is slow).
-    * ``record_latency``: keep each acknowledgement's latency in ``SegmentWriter.latencies``.
+    * ``record_latency``: count each event's acknowledgement latency (from its write to the
+      acknowledgement that covers it) in ``SegmentWriter.latency``, a
+      :class:`LatencyHistogram` of fixed size: p50/p99 at any time, whatever the writer wrote.
     """
 
     enable_connection_pooling: bool = True
@@ -104,28 +109,109 @@ class EventWriterConfig:
             raise ValueError(f"max_inflight_bytes must be >= 1, not {self.max_inflight_bytes}")
 
 
+class LatencyHistogram:
+    """Acknowledgement latencies (seconds) in a fixed number of logarithmic buckets: memory does
+    not grow with the number of events. Bucket ``i`` holds latencies below ``edges[i]`` (and at
+    or above ``edges[i - 1]``); the edges grow by ``2 ** (1 / SUB_BUCKETS)`` (9 %) from 1 µs to
+    about 1,000 s (the last bucket holds everything above), so a percentile is known to within
+    9 %. One writer's histogram can be merged into another's (:meth:`merge`)."""
+
+    SUB_BUCKETS = 8
+    #: Upper edges of the buckets (the last bucket has none: it is unbounded).
+    edges: Sequence[float] = tuple(1e-6 * 2 ** (i / 8) for i in range(8 * 30 + 1))
+
+    __slots__ = ("counts", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.edges) + 1)
+        #: Number of latencies counted.
+        self.count = 0
+
+    def add(self, latency: float, n: int = 1) -> None:
+        """Count ``n`` events of this latency."""
+        self.counts[bisect.bisect_right(self.edges, latency)] += n
+        self.count += n
+
+    def add_sent(self, now: float, sent: List[float], start: int, stop: int) -> None:
+        """Count the events sent at ``sent[start:stop]`` (non-decreasing times) and acknowledged
+        at ``now``. Costs a binary search per bucket the latencies span, not a step per event."""
+        if stop <= start:
+            return
+        edges, counts = self.edges, self.counts
+        low = bisect.bisect_right(edges, now - sent[stop - 1])  # the newest: shortest latency
+        high = bisect.bisect_right(edges, now - sent[start])
+        self.count += stop - start
+        if low == high:
+            counts[low] += stop - start
+            return
+        # Events sent after ``now - edges[b]`` have latencies below edges[b]: bucket <= b.
+        below = start
+        for b in range(high - 1, low - 1, -1):
+            boundary = bisect.bisect_right(sent, now - edges[b], below, stop)
+            counts[b + 1] += boundary - below
+            below = boundary
+        counts[low] += stop - below
+
+    def merge(self, other: "LatencyHistogram") -> None:
+        """Add ``other``'s counts to this one."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.count += other.count
+
+    def percentile(self, q: float) -> float:
+        """The latency (seconds) at or below which a fraction ``q`` (0..1) of the events were
+        acknowledged: the upper edge of the bucket that holds it (0.0 when nothing was
+        counted)."""
+        if not self.count:
+            return 0.0
+        rank = min(self.count - 1, int(q * self.count))
+        seen = 0
+        for bucket, n in enumerate(self.counts):
+            seen += n
+            if seen > rank:
+                return self.edges[min(bucket, len(self.edges) - 1)]
+        return self.edges[-1]  # pragma: no cover - the counts add up to count
+
+    def values(self, limit: int = 100_000) -> List[float]:
+        """The latencies as a sorted list of bucket edges, one per event, or ``limit`` evenly
+        spaced quantiles when more events were counted."""
+        if self.count <= limit:
+            edges, last = self.edges, len(self.edges) - 1
+            return [edges[min(b, last)] for b, n in enumerate(self.counts) for _ in range(n)]
+        return [self.percentile(i / limit) for i in range(limit)]
+
+    def __repr__(self) -> str:
+        return (f"<LatencyHistogram count={self.count} p50={self.percentile(0.5):.6f} "
+                f"p99={self.percentile(0.99):.6f}>")
+
+
 # What is in flight, in order, is a deque of two kinds of entries:
 #
 # * a tuple (event number, event count, data, future or None, sent at) for an append with a
-#   Future, a batch, or any append while latencies are recorded: ``data`` is the event's
-#   payload when the count is 1 and the Event records (8-byte header + payload each) of a batch
-#   otherwise;
+#   Future or a batch: ``data`` is the event's payload when the count is 1 and the Event records
+#   (8-byte header + payload each) of a batch otherwise;
 # * a _Run for consecutive one-event appends without a Future (the hot path): a list of
-#   payloads, numbered from ``first`` on. Writing an event then costs a list append, and an
-#   acknowledgement of thousands of events a slice, not a tuple per event.
+#   payloads, numbered from ``first`` on (and, while latencies are recorded, a list of their
+#   send times). Writing an event then costs a list append, and an acknowledgement of thousands
+#   of events a slice, not a tuple per event.
+#
+# No step costs more as the writer's history grows: an acknowledgement costs slices of what it
+# acknowledges, and a run's acknowledged prefix is cut off (memmove of what is still in flight)
+# once it is at least as long as that, so a run holds at most twice its unacknowledged events.
 _NUMBER, _COUNT, _DATA, _FUTURE, _SENT_AT = range(5)
 
 
 class _Run:
     """Consecutive one-event appends: ``payloads[start:]`` are unacknowledged and numbered
-    ``first``, ``first + 1``, …"""
+    ``first``, ``first + 1``, …; ``sent[start:]`` are their send times when latencies are
+    recorded (else ``sent`` is None)."""
 
-    __slots__ = ("first", "payloads", "start")
+    __slots__ = ("first", "payloads", "start", "sent")
 
-    def __init__(self, first: int, payload: bytes):
+    def __init__(self, first: int, payload: bytes, sent_at: Optional[float]):
         self.first = first
         self.payloads = [payload]
         self.start = 0
+        self.sent = None if sent_at is None else [sent_at]
 
     def __len__(self) -> int:
         return len(self.payloads) - self.start
@@ -175,6 +261,7 @@ class SegmentWriter:
         self._next_event_number = 0
         self._inflight: collections.deque = collections.deque()
         self._run_payloads: Optional[list] = None  # payloads of the _Run at the tail, if open
+        self._run_sent: Optional[list] = None  # its send times, when latencies are recorded
         self._inflight_bytes = 0
         self._state = _CONNECTING
         self._failure: Optional[BaseException] = None
@@ -188,8 +275,8 @@ class SegmentWriter:
         self._watchdog: Optional[asyncio.TimerHandle] = None
         self._token_expired = False
         self._record = config.record_latency
-        #: Acknowledgement latencies in seconds, when ``config.record_latency`` is set.
-        self.latencies: List[float] = []
+        #: Acknowledgement latencies, counted when ``config.record_latency`` is set.
+        self.latency = LatencyHistogram()
         #: Number of events acknowledged so far.
         self.acked_events = 0
         #: Number of connections made (SetupAppend sent).
@@ -223,6 +310,14 @@ class SegmentWriter:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         await self.close(flush=exc_type is None)
+
+    @property
+    def latencies(self) -> List[float]:
+        """Deprecated: the acknowledgement latencies as a sorted list (bucket edges of
+        :attr:`latency`, one per event, at most 100,000 quantiles). Use :attr:`latency`."""
+        warnings.warn("SegmentWriter.latencies is deprecated: use SegmentWriter.latency "
+                      "(a LatencyHistogram)", DeprecationWarning, stacklevel=2)
+        return self.latency.values()
 
     @property
     def last_event_number(self) -> int:
@@ -286,6 +381,9 @@ class SegmentWriter:
         number = self._next_event_number + 1
         self._next_event_number = number
         payloads.append(event)
+        sent = self._run_sent
+        if sent is not None:
+            sent.append(_clock())
         self._inflight_bytes += len(event) + 8
         try:
             send(self.segment, self.writer_id, number, event, self.request_id)
@@ -329,6 +427,7 @@ class SegmentWriter:
         if type(event) is not bytes or len(event) > MAX_EVENT_SIZE:
             event = event_bytes(event)
         if self._inflight_bytes > self.config.max_inflight_bytes:
+            self._close_block()  # what waits for room goes out now, not at the batch timeout
             await self._wait_writable()
         self.write_nowait(event)
 
@@ -349,11 +448,7 @@ class SegmentWriter:
         self._raise_if_failed()
         if not self._inflight:
             return
-        if self._state is _READY:
-            try:
-                self._flow.send(C.KeepAlive())  # closes an open append block, as Java's flush()
-            except ConnectionFailedError as e:
-                self._connection_failed(e)
+        self._close_block()
         drained = self._drained
         if drained is None or drained.done():
             drained = self._drained = self._loop.create_future()
@@ -363,6 +458,15 @@ class SegmentWriter:
             raise TimeoutError(f"flush of {self.segment} did not complete in {timeout} s "
                                f"({self.unacknowledged} events unacknowledged)") from None
 
+    def _close_block(self) -> None:
+        """Close the connection's open append block (a KeepAlive does, as in Java's flush()),
+        so that what is in it is sent now rather than when the batch timer fires."""
+        if self._state is _READY:
+            try:
+                self._flow.send(C.KeepAlive())
+            except ConnectionFailedError as e:
+                self._connection_failed(e)
+
     def _enqueue(self, data: bytes, count: int, size: int, future: Any) -> None:
         state = self._state
         if state is not _READY and state is not _CONNECTING:
@@ -371,18 +475,21 @@ class SegmentWriter:
         self._next_event_number = number
         inflight = self._inflight
         was_idle = not inflight
-        if count == 1 and future is None and not self._record:
+        record = self._record
+        if count == 1 and future is None:
             payloads = self._run_payloads
             if payloads is None:
-                run = _Run(number, data)
+                run = _Run(number, data, _clock() if record else None)
                 inflight.append(run)
                 self._run_payloads = run.payloads
+                self._run_sent = run.sent
             else:
                 payloads.append(data)
+                if record:
+                    self._run_sent.append(_clock())
         else:
-            inflight.append((number, count, data, future,
-                             time.perf_counter() if self._record else 0.0))
-            self._run_payloads = None
+            inflight.append((number, count, data, future, _clock() if record else 0.0))
+            self._run_payloads = self._run_sent = None
         self._inflight_bytes += size
         if state is _READY:
             try:
@@ -411,7 +518,7 @@ class SegmentWriter:
         for entry in list(self._inflight):
             if type(entry) is _Run:
                 number = entry.first
-                for payload in islice(entry.payloads, entry.start, None):
+                for payload in entry.pending():
                     if fast is not None:
                         fast(segment, writer_id, number, payload, request_id)
                     else:
@@ -600,7 +707,7 @@ class SegmentWriter:
         if lowest is None or lowest > number:
             return
         record = self._record
-        now = time.perf_counter() if record else 0.0
+        now = _clock() if record else 0.0
         freed = acked = 0
         popleft = inflight.popleft
         while inflight:
@@ -614,18 +721,23 @@ class SegmentWriter:
                 if first + k - 1 <= number:  # the whole run
                     popleft()
                     if payloads is self._run_payloads:
-                        self._run_payloads = None
-                    freed += 8 * k + sum(map(len, islice(payloads, start, None)
-                                             if start else payloads))
+                        self._run_payloads = self._run_sent = None
+                    freed += 8 * k + sum(map(len, payloads[start:] if start else payloads))
                     acked += k
+                    if record:
+                        self.latency.add_sent(now, head.sent, start, len(payloads))
                     continue
                 k = number - first + 1
                 stop = start + k
-                freed += 8 * k + sum(map(len, islice(payloads, start, stop)))
+                freed += 8 * k + sum(map(len, payloads[start:stop]))
                 acked += k
+                if record:
+                    self.latency.add_sent(now, head.sent, start, stop)
                 head.first = number + 1
                 if stop >= _COMPACT_AT and 2 * stop >= len(payloads):
                     del payloads[:stop]
+                    if head.sent is not None:
+                        del head.sent[:stop]
                     stop = 0
                 head.start = stop
                 break
@@ -637,7 +749,7 @@ class SegmentWriter:
             if future is not None and not future.done():
                 future.set_result(None)
             if record:
-                self.latencies.append(now - sent_at)
+                self.latency.add(now - sent_at, count)
         self._inflight_bytes -= freed
         self.acked_events += acked
         if not inflight:
@@ -686,7 +798,7 @@ class SegmentWriter:
 
     def _fail_pending(self, error: BaseException) -> None:
         inflight, self._inflight = self._inflight, collections.deque()
-        self._run_payloads = None
+        self._run_payloads = self._run_sent = None
         self._inflight_bytes = 0
         for p in inflight:
             if type(p) is _Run:
