@@ -152,15 +152,15 @@ def test_demo_without_grpcio_says_what_is_missing():
 
 
 def test_demo_against_a_served_controller_names_it():
-    """``demo --controller URI`` against ``pravega-wire serve``: the report says where it ran
-    (it used to say "on None stores") and the JSON says stores is unknown."""
+    """``demo --controller URI`` against ``pravega-wire serve`` (run by ChildCluster, which
+    waits a bounded time for the endpoints it prints): the report says where it ran (it used
+    to say "on None stores") and the JSON says the number of stores is unknown."""
     pytest.importorskip("grpc")
-    server = subprocess.Popen([*CLI, "serve", "--stores", "1", "--controller-port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from pravega_wire.server.cluster import ChildCluster
+
+    cluster = ChildCluster(1).start()
     try:
-        first = server.stdout.readline()
-        assert first.startswith("controller: tcp://"), server.stderr.read()
-        uri = first.split(": ", 1)[1].strip()
+        uri = cluster.controller_uri
         report = _run(["demo", "--controller", uri, "--scope", "cli", *SMALL_DEMO])
         assert report.returncode == 0, report.stderr
         assert f"via the controller at {uri}" in report.stdout
@@ -171,11 +171,8 @@ def test_demo_against_a_served_controller_names_it():
         data = json.loads(result.stdout)
         assert data["stores"] is None and data["integrity_ok"] is True
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        server.stdout.close()
-        server.stderr.close()
-    assert server.returncode == 0
+        cluster.stop()
+    assert cluster.stats.get(0)  # it shut down cleanly: it wrote the store's command counts
 
 
 # ---- logging ------------------------------------------------------------------------------------
