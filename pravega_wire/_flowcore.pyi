@@ -7,6 +7,9 @@ from . import commands
 from ._flowcore_py import (CLOSED as CLOSED, CONNECTING as CONNECTING, OPEN as OPEN,
                            REPLY_TYPES as REPLY_TYPES)
 
+__all__ = ["IMPLEMENTATION", "ConnectionCore", "FlowCore", "dispatch", "REPLY_TYPES",
+           "CONNECTING", "OPEN", "CLOSED"]
+
 IMPLEMENTATION: str
 
 class ConnectionCore:
