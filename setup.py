@@ -42,20 +42,28 @@ def _extensions():
 class OptionalBuildExt(build_ext):
     """setuptools' build_ext cythonizes the .pyx sources itself when Cython is importable (a
     build requirement); a failure downgrades to the pure package unless extensions are required.
-    Compiler directives live in each .pyx header."""
+    After a failure no extension is installed at all: the ones this run built and any left in the
+    build directory by an earlier run are removed, so a failed compile never ships a stale or
+    partial set of extensions. Compiler directives live in each .pyx header."""
+
+    failed = None  # why building gave up, once it has
 
     def run(self):
         try:
             import Cython  # noqa: F401
         except ImportError as e:
             self._give_up(f"Cython is not installed ({e})")
-            return
-        try:
-            super().run()
-        except Exception as e:  # noqa: BLE001 - any compiler/link failure
-            self._give_up(str(e))
+        else:
+            try:
+                super().run()
+            except Exception as e:  # noqa: BLE001 - any compiler/link failure
+                self._give_up(str(e))
+        if self.failed is not None:
+            self._remove_outputs()
 
     def build_extension(self, ext):
+        if self.failed is not None:
+            return
         try:
             super().build_extension(ext)
         except Exception as e:  # noqa: BLE001
@@ -64,8 +72,17 @@ class OptionalBuildExt(build_ext):
     def _give_up(self, why):
         if REQUIRE_EXTENSIONS:
             raise SystemExit(f"pravega-wire: building the compiled codec failed: {why}")
+        self.failed = why
         print(f"pravega-wire: WARNING: could not build the compiled codec ({why}); "
               "installing the pure-Python codec", file=sys.stderr)
+
+    def _remove_outputs(self):
+        for ext in self.extensions:
+            path = Path(self.get_ext_fullpath(ext.name))
+            if path.exists():
+                print(f"pravega-wire: removing {path}: after a failure no extension is installed",
+                      file=sys.stderr)
+                path.unlink()
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})

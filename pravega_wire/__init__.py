@@ -8,6 +8,8 @@ Commands live in :mod:`pravega_wire.commands`; the pool in :mod:`pravega_wire.po
 :mod:`pravega_wire.client`; the embedded server in :mod:`pravega_wire.server`.
 """
 
+import logging
+
 from . import commands
 from .appends import Append, AppendDecoder, CommandEncoder
 from .codec import (IMPLEMENTATION, FrameDecoder, decode, encode, encode_parts,
@@ -18,7 +20,11 @@ from .errors import (AuthenticationError, ConnectionClosedError, ConnectionFaile
                      SegmentTruncatedError, ServerError, TimeoutError, TokenExpiredError, WrongHostError)
 from .flow import Flow
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source: pyproject.toml reads it (tool.setuptools.dynamic)
+
+# A library logs, the application decides where it goes: without this, Python's last-resort
+# handler would print the package's warnings to stderr of any program that never set up logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "IMPLEMENTATION", "commands", "encode", "encode_parts", "decode", "FrameDecoder", "Flow", "pack_request_id",

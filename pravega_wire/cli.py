@@ -12,6 +12,10 @@ cluster until SIGINT or SIGTERM. On start-up it prints, one per line and flushed
     store: tcp://127.0.0.1:40322
 
 (``controller: none`` when the controller is disabled or grpcio is missing.) Logs go to stderr.
+A port already in use (the controller's, or a store's) is refused with a one-line error and exit
+status 1.
+
+``pravega-wire --version`` prints the version and the codec in use (compiled or pure).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -70,11 +75,31 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if not args.no_controller and args.controller_port:
+            _check_port_free(args.host, args.controller_port, "--controller-port")
         asyncio.run(_run_cluster(args))
     except OSError as exc:
         print(f"pravega-wire serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_port_free(host: str, port: int, option: str) -> None:
+    """Raise OSError unless ``host:port`` can be bound. gRPC binds with SO_REUSEPORT, so without
+    this a controller could share a port another server listens on (the embedded controller
+    refuses that too, but only after gRPC has logged its own error)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise OSError(f"{option} {port}: cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}") from None
 
 
 async def _run_cluster(args: argparse.Namespace) -> None:
@@ -123,24 +148,32 @@ def _fault_plans(text: str) -> dict[int, Any]:
         raise argparse.ArgumentTypeError(f"bad fault plans: {exc}") from None
 
 
+def _number(kind: type, text: str, what: str) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}, not {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = int(_number(int, text, "expected a whole number of at least 1"))
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(float, text, "expected a positive number")
     if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    what = "expected a port number (0-65535)"
+    value = int(_number(int, text, what))
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("must be a port number (0-65535)")
+        raise argparse.ArgumentTypeError(f"{what}, not {value}")
     return value
 
 
@@ -166,9 +199,14 @@ def _demo(args: argparse.Namespace) -> int:
 # ---- entry point ------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
+    from . import IMPLEMENTATION, __version__
+
     parser = argparse.ArgumentParser(
         prog="pravega-wire",
         description="Pravega's segment-store wire protocol in Python: tools.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__version__} ({IMPLEMENTATION} codec, "
+                                f"Python {sys.version.split()[0]})")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(subparsers)
     _add_serve(subparsers)
@@ -179,7 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pravega-wire`` command with ``argv`` (default: the process arguments);
     returns the exit status."""
     args = _parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"pravega-wire {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

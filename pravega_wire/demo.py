@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Optional
 
-__all__ = ["add_arguments", "run", "run_demo"]
+__all__ = ["add_arguments", "run", "run_demo", "DemoError"]
 
 _HEADER = struct.Struct(">IIQ")  # writer index, key index, sequence number within the key
 
@@ -66,12 +66,32 @@ def run(args: argparse.Namespace) -> int:
     if args.event_size < _HEADER.size:
         print(f"pravega-wire demo: --event-size must be at least {_HEADER.size}", file=sys.stderr)
         return 2
-    result = asyncio.run(run_demo(args))
+    from .errors import PravegaWireError
+
+    try:
+        result = asyncio.run(run_demo(args))
+    except (DemoError, PravegaWireError) as exc:  # typed failures: one line, no traceback
+        print(f"pravega-wire demo: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        _print_report(result)
+        _print_report(result, args.controller)
     return 0 if result["integrity_ok"] else 1
+
+
+class DemoError(Exception):
+    """Why the demo could not run: no controller client (grpcio missing), a malformed
+    ``--controller`` URI, or an embedded cluster that did not start."""
+
+
+def _controller_client(uri: str):
+    """A controller client for ``uri``, or DemoError saying why there cannot be one."""
+    try:
+        from .client.controller import ControllerClient
+        return ControllerClient(uri)
+    except (ImportError, ValueError) as exc:
+        raise DemoError(str(exc)) from None
 
 
 def _payload(pattern: bytes, writer: int, key: int, seq: int, size: int) -> bytes:
@@ -93,7 +113,6 @@ class _Tally:
 
 
 async def run_demo(args: argparse.Namespace) -> dict:
-    from .client.controller import ControllerClient
     from .client.reader import EndOfSegment, SegmentReader
     from .client.stream import StreamWriter
     from .client.writer import EventWriterConfig
@@ -102,19 +121,25 @@ async def run_demo(args: argparse.Namespace) -> dict:
 
     cluster = None
     if args.controller:
-        controller_uri = args.controller
-    elif args.in_process:
-        from .server import EmbeddedCluster
-        cluster = EmbeddedCluster(args.stores)
-        await cluster.start()
-        controller_uri = cluster.controller_uri
+        controller = _controller_client(args.controller)  # before anything starts
     else:
-        from .server.cluster import ChildCluster
-        cluster = ChildCluster(args.stores)
-        await asyncio.get_running_loop().run_in_executor(None, cluster.start)
-        controller_uri = cluster.controller_uri
+        _controller_client("tcp://127.0.0.1")  # grpcio is there, or say so before starting
+        try:
+            if args.in_process:
+                from .server import EmbeddedCluster
+                cluster = EmbeddedCluster(args.stores)
+                await cluster.start()
+            else:
+                from .server.cluster import ChildCluster
+                cluster = ChildCluster(args.stores)
+                await asyncio.get_running_loop().run_in_executor(None, cluster.start)
+        except (OSError, RuntimeError) as exc:
+            raise DemoError(f"the embedded cluster did not start: {exc}") from None
+        if cluster.controller_uri is None:
+            raise DemoError("the embedded cluster has no controller")
+        controller = _controller_client(cluster.controller_uri)
     try:
-        async with ControllerClient(controller_uri) as controller:
+        async with controller:
             stream = f"pooling-{os.getpid()}-{int(time.time() * 1000) % 10 ** 8}"
             await controller.create_scope(args.scope)
             await controller.create_stream(args.scope, stream, args.segments)
@@ -262,10 +287,12 @@ async def _progress(tally: _Tally, pool) -> None:
               flush=True)
 
 
-def _print_report(r: dict) -> None:
+def _print_report(r: dict, controller_uri: Optional[str] = None) -> None:
+    where = (f"via the controller at {controller_uri}" if controller_uri
+             else f"on {r['stores']} embedded stores")
     print(f"""
 pravega-wire demo: {r['writers']} writers and {r['readers']} readers, {r['segments']} segments \
-on {r['stores']} stores, pooling {'on' if r['pooling'] else 'off'}
+{where}, pooling {'on' if r['pooling'] else 'off'}
 
   events written      {r['events_written']:>12,}   ({r['bytes_written'] / 1e6:,.1f} MB)
   events read         {r['events_read']:>12,}   ({r['bytes_read'] / 1e6:,.1f} MB)

@@ -67,6 +67,9 @@ async def test_a_server_that_says_hello_first_is_fine(wire):
     async with ScriptedServer(wire, hello=C.Hello(16, 5), hello_first=True) as server:
         conn = await connect(server, wire, connect_timeout=2)
         assert conn.server_version == 16
+        # The client is open once it has the server's Hello, which came first: its own Hello
+        # may still be on the way (Python 3.13's loop runs the server's read later).
+        await wait_until(lambda: server.connections[0].received, what="the client's Hello")
         assert server.connections[0].received == [C.Hello(17, 5)]
         conn.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import re
 import sys
 import uuid
 
@@ -61,7 +62,10 @@ def outcome(fn, *args, **kwargs):
     try:
         result = fn(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - the error itself is the outcome
-        return ("raised", type(e), str(e))
+        # Python 3.13 appends a spelling hint to a Python function's "unexpected keyword
+        # argument" error ("... 'request'. Did you mean 'request_id'?"); the compiled
+        # constructor names the same argument without the interpreter's guess.
+        return ("raised", type(e), re.sub(r"\. Did you mean '\w+'\?$", "", str(e)))
     # the "new empty list" marker is kept only where it is not a field's default
     return ("made", type(result),
             tuple(MARKER if value is C._EMPTY_LIST else value for value in result))

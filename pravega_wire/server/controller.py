@@ -428,15 +428,20 @@ class EmbeddedController:
         """Bind and start serving; sets :attr:`port` when it was 0."""
         if self._server is not None:
             raise RuntimeError("the controller is already started")
-        server = self._grpc.aio.server()
+        # gRPC binds with SO_REUSEPORT by default, so a second server on a port in use would
+        # start and share it; a controller must own its port.
+        server = self._grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self._pb_grpc.add_ControllerServiceServicer_to_server(self, server)
         address = f"{self.host}:{self.port}"
-        if self.tls is None:
-            bound = server.add_insecure_port(address)
-        else:
-            chain, key = self.tls
-            bound = server.add_secure_port(
-                address, self._grpc.ssl_server_credentials([(key, chain)]))
+        try:
+            if self.tls is None:
+                bound = server.add_insecure_port(address)
+            else:
+                chain, key = self.tls
+                bound = server.add_secure_port(
+                    address, self._grpc.ssl_server_credentials([(key, chain)]))
+        except RuntimeError:  # grpcio raises on a failed bind (older versions returned 0)
+            bound = 0
         if bound == 0:
             raise OSError(f"the controller could not bind {address}")
         self.port = bound
