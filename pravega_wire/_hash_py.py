@@ -3,7 +3,7 @@
 Pravega's clients place an event by the MurmurHash3 x64 128 (Guava's ``murmur3_128``) of its
 routing key's UTF-16LE code units with the seed :data:`ROUTING_KEY_SEED`: the first 64 bits
 ``h`` give the position ``(h >> 12) / 2**52`` in ``[0, 1)`` (the mantissa of a double in
-[1, 2), minus 1.0), as Java's ``HashHelper.hashToRange`` and Rust's ``hash_string_to_f64`` do.
+[1, 2), minus 1.0), as Java's ``HashHelper`` (``longToDoubleFraction``) and the Rust client do.
 :mod:`pravega_wire.routing` picks this twin or the compiled one at import.
 """
 
