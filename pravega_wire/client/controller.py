@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import bisect
 import dataclasses
-import random
 import re
-import struct
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 from pravega_wire.errors import (
     AuthenticationError, ConnectionClosedError, ConnectionFailedError, PravegaWireError,
@@ -49,9 +46,6 @@ __all__ = [
 
 #: Default bound, in seconds, on each controller call.
 DEFAULT_TIMEOUT = 30.0
-
-#: Seed of the routing-key hash: Java's ``"EventRouter".hashCode()``, used by Java and Rust.
-ROUTING_KEY_SEED = 1741865571
 
 _SECURE_SCHEMES = frozenset({"tls", "ssl", "tcps", "pravegas"})
 _PLAIN_SCHEMES = frozenset({"tcp", "pravega"})
