@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
+import time
 
 import pytest
 
@@ -103,9 +105,7 @@ async def _keyed(writer, events: int) -> None:
     await writer.flush()
 
 
-@pytest.mark.parametrize("kind", ["EventStreamWriter", "StreamWriter"])
-def test_stream_writers(benchmark, env, kind):
-    benchmark.group = f"stream writer, 4 segments, {STREAM_EVENTS} keyed 100 B events per round"
+def _open_writer(env: _Env, kind: str):
     stream = env.new_stream(4)
 
     async def open_writer():
@@ -113,13 +113,48 @@ def test_stream_writers(benchmark, env, kind):
             return await EventStreamWriter(env.pool, env.ctl, "bench", stream).__aenter__()
         return await StreamWriter.open(env.pool, env.ctl, "bench", stream)
 
-    writer = env.run(open_writer())
+    return env.run(open_writer())
+
+
+@pytest.mark.parametrize("kind", ["EventStreamWriter", "StreamWriter"])
+def test_stream_writers(benchmark, env, kind):
+    benchmark.group = f"stream writer, 4 segments, {STREAM_EVENTS} keyed 100 B events per round"
+    writer = _open_writer(env, kind)
     try:
         benchmark.pedantic(lambda: env.run(_keyed(writer, STREAM_EVENTS)), rounds=ROUNDS,
                            warmup_rounds=1)
         _record(benchmark, STREAM_EVENTS)
     finally:
         env.run(writer.close())
+
+
+def test_event_writer_over_stream_writer_interleaved(benchmark, env):
+    """Rounds of the two writers alternate (same load on the machine); ``extra_info`` holds
+    each one's median events/s and EventStreamWriter/StreamWriter."""
+    benchmark.group = "ratios (interleaved rounds)"
+    writers = {kind: _open_writer(env, kind) for kind in ("EventStreamWriter", "StreamWriter")}
+    times: dict[str, list[float]] = {kind: [] for kind in writers}
+
+    def alternate():
+        for _ in range(3 * ROUNDS):
+            for kind, writer in writers.items():
+                start = time.perf_counter()
+                env.run(_keyed(writer, STREAM_EVENTS))
+                times[kind].append(time.perf_counter() - start)
+
+    try:
+        for writer in writers.values():  # warm up both
+            env.run(_keyed(writer, STREAM_EVENTS))
+        benchmark.pedantic(alternate, rounds=1)
+        rates = {kind: STREAM_EVENTS / statistics.median(t) for kind, t in times.items()}
+        benchmark.extra_info.update(
+            event_writer_events_per_s=round(rates["EventStreamWriter"]),
+            stream_writer_events_per_s=round(rates["StreamWriter"]),
+            event_writer_over_stream_writer=round(
+                rates["EventStreamWriter"] / rates["StreamWriter"], 3))
+    finally:
+        for writer in writers.values():
+            env.run(writer.close())
 
 
 def test_one_big_transaction(benchmark, env):
