@@ -1,6 +1,6 @@
 """Stream writer benchmarks: writing to a stream by routing key, and transactions, against the
 embedded cluster (one segment store and the controller in a child process,
-:class:`~pravega_wire.server.ChildCluster`) on loopback.
+:class:`~pravega_wire.server.ChildCluster`, set up as for the client benchmarks) on loopback.
 
 * **Stream writers**, 100 B events under ``KEYS`` routing keys on a 4-segment stream, ``await
   write`` for each, then a flush (every event acknowledged): :class:`EventStreamWriter`
@@ -33,8 +33,7 @@ from pravega_wire.client import StreamWriter  # noqa: E402
 from pravega_wire.client.controller import ControllerClient  # noqa: E402
 from pravega_wire.client.events import EventStreamWriter  # noqa: E402
 from pravega_wire.client.transactions import TransactionalEventStreamWriter  # noqa: E402
-from pravega_wire.pool import ConnectionPool  # noqa: E402
-from pravega_wire.server import ChildCluster  # noqa: E402
+from test_bench_clients import _Env as _ClientsEnv  # noqa: E402
 
 EVENT = b"e" * 100
 KEYS = [f"key-{i}" for i in range(64)]
@@ -46,39 +45,29 @@ SCALE_EVENTS = 5_000
 ROUNDS = 5
 
 
-class _Env:
-    """The cluster, a loop, a pool and a controller client, and fresh streams on demand."""
+class _Env(_ClientsEnv):
+    """The client benchmarks' cluster, loop and pool, plus a controller client and fresh
+    streams on demand."""
 
     def __init__(self) -> None:
-        self.cluster = ChildCluster(stores=1)
-        self.cluster.start()
-        self.loop = asyncio.new_event_loop()
-        self.pool = self.run(self._pool())
+        super().__init__()
         self.ctl = self.run(self._controller())
         self.run(self.ctl.create_scope("bench"))
-        self._names = itertools.count()
-
-    async def _pool(self) -> ConnectionPool:
-        return ConnectionPool()
+        self._streams = itertools.count()
 
     async def _controller(self) -> ControllerClient:
         return ControllerClient(self.cluster.controller_uri)
 
-    def run(self, coro):
-        return self.loop.run_until_complete(coro)
-
     def new_stream(self, segments: int) -> str:
-        name = f"s{next(self._names)}"
+        name = f"s{next(self._streams)}"
         self.run(self.ctl.create_stream("bench", name, segments))
         return name
 
     def close(self) -> None:
         try:
             self.run(self.ctl.close())
-            self.run(self.pool.close())
         finally:
-            self.loop.close()
-            self.cluster.stop()
+            super().close()
 
 
 @pytest.fixture(scope="module")
