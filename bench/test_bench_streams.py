@@ -1,6 +1,6 @@
 """Stream writer benchmarks: writing to a stream by routing key, and transactions, against the
 embedded cluster (one segment store and the controller in a child process,
-:class:`~pravega_wire.server.ChildCluster`) on loopback.
+:class:`~pravega_wire.server.ChildCluster`, set up as for the client benchmarks) on loopback.
 
 * **Stream writers**, 100 B events under ``KEYS`` routing keys on a 4-segment stream, ``await
   write`` for each, then a flush (every event acknowledged): :class:`EventStreamWriter`
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
+import time
 
 import pytest
 
@@ -31,8 +33,7 @@ from pravega_wire.client import StreamWriter  # noqa: E402
 from pravega_wire.client.controller import ControllerClient  # noqa: E402
 from pravega_wire.client.events import EventStreamWriter  # noqa: E402
 from pravega_wire.client.transactions import TransactionalEventStreamWriter  # noqa: E402
-from pravega_wire.pool import ConnectionPool  # noqa: E402
-from pravega_wire.server import ChildCluster  # noqa: E402
+from test_bench_clients import _Env as _ClientsEnv  # noqa: E402
 
 EVENT = b"e" * 100
 KEYS = [f"key-{i}" for i in range(64)]
@@ -44,39 +45,29 @@ SCALE_EVENTS = 5_000
 ROUNDS = 5
 
 
-class _Env:
-    """The cluster, a loop, a pool and a controller client, and fresh streams on demand."""
+class _Env(_ClientsEnv):
+    """The client benchmarks' cluster, loop and pool, plus a controller client and fresh
+    streams on demand."""
 
     def __init__(self) -> None:
-        self.cluster = ChildCluster(stores=1)
-        self.cluster.start()
-        self.loop = asyncio.new_event_loop()
-        self.pool = self.run(self._pool())
+        super().__init__()
         self.ctl = self.run(self._controller())
         self.run(self.ctl.create_scope("bench"))
-        self._names = itertools.count()
-
-    async def _pool(self) -> ConnectionPool:
-        return ConnectionPool()
+        self._streams = itertools.count()
 
     async def _controller(self) -> ControllerClient:
         return ControllerClient(self.cluster.controller_uri)
 
-    def run(self, coro):
-        return self.loop.run_until_complete(coro)
-
     def new_stream(self, segments: int) -> str:
-        name = f"s{next(self._names)}"
+        name = f"s{next(self._streams)}"
         self.run(self.ctl.create_stream("bench", name, segments))
         return name
 
     def close(self) -> None:
         try:
             self.run(self.ctl.close())
-            self.run(self.pool.close())
         finally:
-            self.loop.close()
-            self.cluster.stop()
+            super().close()
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +94,7 @@ async def _keyed(writer, events: int) -> None:
     await writer.flush()
 
 
-@pytest.mark.parametrize("kind", ["EventStreamWriter", "StreamWriter"])
-def test_stream_writers(benchmark, env, kind):
-    benchmark.group = f"stream writer, 4 segments, {STREAM_EVENTS} keyed 100 B events per round"
+def _open_writer(env: _Env, kind: str):
     stream = env.new_stream(4)
 
     async def open_writer():
@@ -113,13 +102,48 @@ def test_stream_writers(benchmark, env, kind):
             return await EventStreamWriter(env.pool, env.ctl, "bench", stream).__aenter__()
         return await StreamWriter.open(env.pool, env.ctl, "bench", stream)
 
-    writer = env.run(open_writer())
+    return env.run(open_writer())
+
+
+@pytest.mark.parametrize("kind", ["EventStreamWriter", "StreamWriter"])
+def test_stream_writers(benchmark, env, kind):
+    benchmark.group = f"stream writer, 4 segments, {STREAM_EVENTS} keyed 100 B events per round"
+    writer = _open_writer(env, kind)
     try:
         benchmark.pedantic(lambda: env.run(_keyed(writer, STREAM_EVENTS)), rounds=ROUNDS,
                            warmup_rounds=1)
         _record(benchmark, STREAM_EVENTS)
     finally:
         env.run(writer.close())
+
+
+def test_event_writer_over_stream_writer_interleaved(benchmark, env):
+    """Rounds of the two writers alternate (same load on the machine); ``extra_info`` holds
+    each one's median events/s and EventStreamWriter/StreamWriter."""
+    benchmark.group = "ratios (interleaved rounds)"
+    writers = {kind: _open_writer(env, kind) for kind in ("EventStreamWriter", "StreamWriter")}
+    times: dict[str, list[float]] = {kind: [] for kind in writers}
+
+    def alternate():
+        for _ in range(3 * ROUNDS):
+            for kind, writer in writers.items():
+                start = time.perf_counter()
+                env.run(_keyed(writer, STREAM_EVENTS))
+                times[kind].append(time.perf_counter() - start)
+
+    try:
+        for writer in writers.values():  # warm up both
+            env.run(_keyed(writer, STREAM_EVENTS))
+        benchmark.pedantic(alternate, rounds=1)
+        rates = {kind: STREAM_EVENTS / statistics.median(t) for kind, t in times.items()}
+        benchmark.extra_info.update(
+            event_writer_events_per_s=round(rates["EventStreamWriter"]),
+            stream_writer_events_per_s=round(rates["StreamWriter"]),
+            event_writer_over_stream_writer=round(
+                rates["EventStreamWriter"] / rates["StreamWriter"], 3))
+    finally:
+        for writer in writers.values():
+            env.run(writer.close())
 
 
 def test_one_big_transaction(benchmark, env):

@@ -109,8 +109,14 @@ class KeyRouter:
         self._sort()
 
 
+#: A lane drops the keys of acknowledged events every this many events (so it keeps at most
+#: this many more keys than there are unacknowledged events).
+_TRIM_EVERY = 1024
+
+
 class _Lane:
-    """The writer of one segment and the routing keys of its events not yet acknowledged."""
+    """The writer of one segment and the routing keys of its last events, those not yet
+    acknowledged among them."""
 
     def __init__(self, writer: SegmentWriter):
         self.writer = writer
@@ -120,9 +126,9 @@ class _Lane:
     def wrote(self, routing_key: str | None) -> None:
         self.keys.append(routing_key)
         self.written += 1
-        excess = len(self.keys) - (self.written - self.writer.acked_events)
-        for _ in range(excess):
-            self.keys.popleft()
+        if self.written % _TRIM_EVERY == 0:
+            for _ in range(len(self.keys) - (self.written - self.writer.acked_events)):
+                self.keys.popleft()
 
     def unacknowledged(self, error: BaseException) -> list[tuple[str | None, bytes]]:
         """``(routing key, event)`` of each event the failed writer had not had acknowledged."""
@@ -198,7 +204,7 @@ class EventStreamWriter:
         acknowledgement (:meth:`flush` does)."""
         if self._closed:
             raise ConnectionClosedError(f"the writer for {self.scope}/{self.stream} is closed")
-        router = await self._routes()
+        router = self._router or await self._routes()
         while True:
             if self._stream_sealed:
                 raise StreamSealedError(f"stream {self.scope}/{self.stream} is sealed",
