@@ -78,3 +78,196 @@ async def test_manager_creates_lists_describes_and_deletes_tables():
         assert cluster.store_for("sc/t_kvtable/0.#epoch.0").storage.get(
             "sc/t_kvtable/0.#epoch.0") is None
         assert await manager.list_key_value_tables("sc") == ["u"]
+
+
+async def open_table(cluster, ctl, pool, name="t", config=CONFIG, **options):
+    await ctl.create_scope("sc")
+    assert await ctl.create_key_value_table("sc", name, config)
+    return await KeyValueTable.open(ctl, pool, "sc", name, **options)
+
+
+@pytest.mark.asyncio
+async def test_put_get_replace_remove_with_versions():
+    async with EmbeddedCluster(2) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool() as pool:
+        async with await open_table(cluster, ctl, pool) as table:
+            key = TableKey(pk(1), sk(7))
+            assert await table.get(key) is None
+            assert not await table.exists(key)
+            v1 = await table.put(key, b"one")
+            assert v1.segment_id == table.partition_for(pk(1)).segment_id
+            entry = await table.get(key)
+            assert entry is not None and entry.key == key and entry.value == b"one"
+            assert entry.version == v1
+            assert await table.exists(key)
+            assert await table.exists((pk(1), sk(7)))  # a (primary, secondary) tuple
+
+            with pytest.raises(BadKeyVersionError):
+                await table.put_if_absent(key, b"again")
+            v2 = await table.replace(key, b"two", v1)
+            assert v2.segment_version > v1.segment_version
+            with pytest.raises(BadKeyVersionError):
+                await table.replace(key, b"stale", v1)
+            with pytest.raises(BadKeyVersionError):
+                await table.remove(key, v1)
+            assert (await table.get(key)).value == b"two"
+
+            missing = TableKey(pk(2), sk(0))
+            with pytest.raises(NoSuchKeyError):
+                await table.replace(missing, b"x", Version(
+                    table.partition_for(pk(2)).segment_id, 5))
+            with pytest.raises(NoSuchKeyError):
+                await table.remove(missing, Version(table.partition_for(pk(2)).segment_id, 5))
+            await table.remove(missing)  # unconditional: nothing to remove is fine
+            v3 = await table.put_if_absent(missing, b"new")
+            assert (await table.get(missing)).version == v3
+
+            await table.remove(key, v2)
+            assert await table.get(key) is None and not await table.exists(key)
+            assert [e and e.value for e in await table.get_all([missing, key, missing])] == [
+                b"new", None, b"new"]
+
+
+@pytest.mark.asyncio
+async def test_wrong_key_lengths_and_foreign_versions_are_refused_before_sending():
+    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool() as pool:
+        async with await open_table(cluster, ctl, pool) as table:
+            for bad in (TableKey(pk(1)[:3], sk(0)), TableKey(pk(1), b"\x00"),
+                        TableKey(pk(1) + b"\x00", sk(0))):
+                with pytest.raises(KeyLengthError):
+                    await table.put(bad, b"v")
+                with pytest.raises(KeyLengthError):
+                    await table.get(bad)
+            with pytest.raises(KeyLengthError):
+                await table.put(pk(1), b"v")  # bytes alone: only for tables without secondary
+            with pytest.raises(TypeError):
+                await table.put("text", b"v")
+            other = next(p for p in table.partitions
+                         if p.segment_id != table.partition_for(pk(1)).segment_id)
+            with pytest.raises(BadKeyVersionError):
+                await table.replace(TableKey(pk(1), sk(0)), b"v", Version(other.segment_id, 0))
+            # the table still works on the same connections: nothing reached the store
+            assert await table.put(TableKey(pk(1), sk(0)), b"ok")
+            assert (await table.get(TableKey(pk(1), sk(0)))).value == b"ok"
+
+
+@pytest.mark.asyncio
+async def test_a_batch_with_one_primary_key_is_atomic():
+    async with EmbeddedCluster(2) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool() as pool:
+        async with await open_table(cluster, ctl, pool) as table:
+            a, b, c = (TableKey(pk(9), sk(i)) for i in range(3))
+            va, vb = await table.update([Put(a, b"a"), Insert(b, b"b")])
+            assert va.segment_id == vb.segment_id and vb.segment_version > va.segment_version
+            with pytest.raises(BadKeyVersionError):  # b exists: nothing of the batch applies
+                await table.update([Put(a, b"a2", va), Insert(c, b"c"), Insert(b, b"b2")])
+            assert [e and e.value for e in await table.get_all([a, b, c])] == [b"a", b"b", None]
+            with pytest.raises(NoSuchKeyError):
+                await table.update([Remove(a), Remove(c, Version(va.segment_id, 1))])
+            assert (await table.get(a)).value == b"a"
+            assert await table.update([Remove(a, va), Remove(b)]) == []
+            assert await table.get_all([a, b]) == [None, None]
+            with pytest.raises(ValueError):
+                await table.update([Put(a, b"x"), Put(TableKey(pk(10), sk(0)), b"y")])
+            with pytest.raises(ValueError):
+                await table.update([Put(a, b"x"), Remove(b)])
+            assert await table.update([]) == []
+
+
+@pytest.mark.asyncio
+async def test_iteration_pages_in_key_order_and_resumes_from_a_token():
+    config = KeyValueTableConfiguration(partition_count=4, primary_key_length=2,
+                                        secondary_key_length=1)
+    async with EmbeddedCluster(2) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool() as pool:
+        async with await open_table(cluster, ctl, pool, config=config) as table:
+            written = {}
+            for p in range(12):
+                primary = p.to_bytes(2, "big")
+                versions = await table.update([Put((primary, bytes([s])), bytes([p, s]))
+                                               for s in range(5)])
+                for s, version in enumerate(versions):
+                    written[TableKey(primary, bytes([s]))] = version
+            assert len({table.partition_for(k.primary_key).segment_id for k in written}) > 1
+
+            pages = [page async for page in table.iterator(7).all().entries()]
+            entries = [e for page in pages for e in page.items]
+            assert {e.key: e.version for e in entries} == written
+            assert all(e.value == e.key.primary_key[1:] + e.key.secondary_key for e in entries)
+            assert all(len(page.items) <= 7 for page in pages)
+            assert [k async for page in table.iterator(7).all().keys(pages[-1].token)
+                    for k in page.items] == []  # nothing after the last page
+            by_partition: dict[int, list[bytes]] = {}
+            for e in entries:  # partition after partition, key order within each
+                by_partition.setdefault(e.version.segment_id, []).append(
+                    e.key.primary_key + e.key.secondary_key)
+            assert list(by_partition) == sorted(by_partition)
+            assert all(keys == sorted(keys) for keys in by_partition.values())
+
+            # resume after the third page: the same items as the rest of the pages
+            rest = [k async for page in table.iterator(7).all().keys(pages[2].token)
+                    for k in page.items]
+            assert rest == [e.key for page in pages[3:] for e in page.items]
+
+            one = [k async for page in table.iterator(2).for_primary_key(pk(5)[2:]).keys()
+                   for k in page.items]
+            assert one == [TableKey(b"\x00\x05", bytes([s])) for s in range(5)]
+            some = [k.secondary_key async for page in table.iterator(10).for_primary_key(
+                b"\x00\x05", from_secondary=b"\x01", to_secondary=b"\x03").keys()
+                for k in page.items]
+            assert some == [b"\x01", b"\x02", b"\x03"]
+            ranged = sorted([k async for page in table.iterator(3).for_range(
+                b"\x00\x03", b"\x00\x04").keys() for k in page.items])
+            assert ranged == sorted(k for k in written if k.primary_key in (b"\x00\x03",
+                                                                            b"\x00\x04"))
+            prefixed = [k async for page in table.iterator().for_prefix(b"\x00").keys()
+                        for k in page.items]
+            assert len(prefixed) == 60
+            assert [k async for page in table.iterator().for_prefix(b"\x01").keys()
+                    for k in page.items] == []
+            with pytest.raises(ValueError):
+                [k async for k in table.iterator().all().keys(b"garbage")]
+
+
+@pytest.mark.asyncio
+async def test_a_table_without_secondary_keys_takes_bytes_keys():
+    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool() as pool:
+        config = KeyValueTableConfiguration(partition_count=2, primary_key_length=8)
+        async with await open_table(cluster, ctl, pool, config=config) as table:
+            version = await table.put(b"abcdefgh", b"v")
+            entry = await table.get(b"abcdefgh")
+            assert entry.key == TableKey(b"abcdefgh", b"") and entry.version == version
+            assert [k async for page in table.iterator().all().keys() for k in page.items] == [
+                TableKey(b"abcdefgh", b"")]
+
+
+@pytest.mark.asyncio
+async def test_64_concurrent_callers_share_the_pool_after_one_probe_per_partition():
+    async with EmbeddedCluster(2) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool() as pool:
+        async with await open_table(cluster, ctl, pool) as table:
+            keys = [TableKey(pk(i), sk(i)) for i in range(64)]
+            versions = await asyncio.gather(*(table.put(k, bytes([i]))
+                                              for i, k in enumerate(keys)))
+            got = await asyncio.gather(*(table.get(k) for k in keys))
+            assert [(e.value, e.version) for e in got] == [
+                (bytes([i]), v) for i, v in enumerate(versions)]
+            # one RawClient per store; each partition was probed (its first table command on a
+            # dedicated connection) and is now known as a table segment, so later commands go
+            # on the pooled flow
+            clients = list(table._client._clients.values())
+            assert 1 <= len(clients) <= 2
+            assert set().union(*(c._tables for c in clients)) == set(table._segments.values())
+
+
+@pytest.mark.asyncio
+async def test_a_deleted_table_cannot_be_opened():
+    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool() as pool:
+        table = await open_table(cluster, ctl, pool)
+        await table.close()
+        assert await ctl.delete_key_value_table("sc", "t")
+        with pytest.raises(KeyValueTableNotFoundError):
+            await KeyValueTable.open(ctl, pool, "sc", "t")

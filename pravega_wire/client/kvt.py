@@ -155,7 +155,8 @@ _Item = TypeVar("_Item")
 @dataclasses.dataclass(frozen=True)
 class Page(Generic[_Item]):
     """One page of an iteration: its ``items`` (TableKey or TableEntry, in order) and the
-    ``token`` that resumes the iteration after them (``b""`` after the last page)."""
+    ``token`` that resumes the iteration after them (``b""`` when the page ends the iteration
+    for sure; resuming after the last page yields nothing)."""
 
     items: list[_Item]
     token: bytes
