@@ -437,7 +437,10 @@ class KeyValueTable:
             for index, (key, value) in zip(indexes, found):
                 results[index] = self._entry(segment_id, key, value)
 
-        await asyncio.gather(*(read(s, i) for s, i in groups.items()))
+        if len(groups) == 1:  # the common case: no task to create
+            await read(*next(iter(groups.items())))
+        else:
+            await asyncio.gather(*(read(s, i) for s, i in groups.items()))
         return results
 
     def iterator(self, max_iteration_size: int = DEFAULT_ITERATION_SIZE) -> "_IteratorBuilder":
