@@ -20,6 +20,7 @@ from pravega_wire.client.kvt import (  # noqa: E402
     KeyValueTableManager, KeyValueTableNotFoundError, NoSuchKeyError, Put, Remove, TableKey,
     Version,
 )
+from pravega_wire.errors import AuthenticationError  # noqa: E402
 from pravega_wire.pool import ConnectionPool  # noqa: E402
 from pravega_wire.server import EmbeddedCluster  # noqa: E402
 
@@ -96,6 +97,16 @@ async def test_put_get_replace_remove_with_versions():
             assert not await table.exists(key)
             v1 = await table.put(key, b"one")
             assert v1.segment_id == table.partition_for(pk(1)).segment_id
+            # stored as Java's client stores it: key = primary + secondary, in the partition
+            # the primary key's hash picks, at the version the store gave it
+            for number in range(3):
+                name = f"sc/t_kvtable/{number}.#epoch.0"
+                [found] = cluster.store_for(name).storage.get(name).table.get([pk(1) + sk(7)])
+                if number == v1.segment_id:
+                    assert found is not None and found.value == b"one"
+                    assert found.version == v1.segment_version
+                else:
+                    assert found is None
             entry = await table.get(key)
             assert entry is not None and entry.key == key and entry.value == b"one"
             assert entry.version == v1
@@ -271,3 +282,27 @@ async def test_a_deleted_table_cannot_be_opened():
         assert await ctl.delete_key_value_table("sc", "t")
         with pytest.raises(KeyValueTableNotFoundError):
             await KeyValueTable.open(ctl, pool, "sc", "t")
+
+
+@pytest.mark.asyncio
+async def test_with_auth_the_table_uses_cached_delegation_tokens():
+    async with EmbeddedCluster(2, auth=True) as cluster:
+        fetched: list[tuple[str, str]] = []
+
+        class CountingController(ControllerClient):
+            async def get_delegation_token(self, scope: str, stream: str) -> str:
+                fetched.append((scope, stream))
+                return await super().get_delegation_token(scope, stream)
+
+        async with CountingController(cluster.controller_uri, auth=("admin", "pw")) as ctl, \
+                ConnectionPool() as pool:
+            async with await open_table(cluster, ctl, pool, auth=True) as table:
+                for i in range(5):
+                    await table.put(TableKey(pk(i), sk(i)), b"v")
+                assert [(await table.get(TableKey(pk(i), sk(i)))).value
+                        for i in range(5)] == [b"v"] * 5
+                assert fetched == [("sc", "t_kvtable")]  # one token, cached
+            # without tokens the store refuses the table's commands
+            async with await KeyValueTable.open(ctl, pool, "sc", "t") as anonymous:
+                with pytest.raises(AuthenticationError):
+                    await anonymous.get(TableKey(pk(1), sk(1)))
