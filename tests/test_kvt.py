@@ -306,3 +306,16 @@ async def test_with_auth_the_table_uses_cached_delegation_tokens():
             async with await KeyValueTable.open(ctl, pool, "sc", "t") as anonymous:
                 with pytest.raises(AuthenticationError):
                     await anonymous.get(TableKey(pk(1), sk(1)))
+
+
+@pytest.mark.asyncio
+async def test_a_recursive_scope_delete_deletes_its_tables():
+    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl:
+        await ctl.create_scope("sc")
+        assert await ctl.create_key_value_table("sc", "t", CONFIG)
+        await ctl.delete_scope_recursive("sc")
+        assert not await ctl.scope_exists("sc")
+        name = "sc/t_kvtable/0.#epoch.0"
+        assert cluster.store_for(name).storage.get(name) is None
+        await ctl.create_scope("sc")
+        assert await ctl.list_key_value_tables("sc") == []

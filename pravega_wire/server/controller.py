@@ -839,9 +839,10 @@ class EmbeddedController:
 
     @_rpc
     async def deleteScopeRecursive(self, request: Any, context: Any) -> Any:
-        """Seals and deletes every stream of the scope (aborting their open transactions),
-        then the scope: SUCCESS (also for a scope that does not exist, as Pravega answers), or
-        FAILURE if a store failed (what was deleted stays deleted)."""
+        """Seals and deletes every stream of the scope (aborting their open transactions) and
+        deletes its key-value tables, then the scope: SUCCESS (also for a scope that does not
+        exist, as Pravega answers), or FAILURE if a store failed (what was deleted stays
+        deleted)."""
         status = self._pb.DeleteScopeStatus
         scope = request.scope
         async with self._lock:
@@ -862,6 +863,9 @@ class EmbeddedController:
                                                  [(name,) for name in names]):
                         return status(status=status.FAILURE)
                 del self._streams[key]
+            for _scope, name in sorted(k for k in self._kvts if k[0] == scope):
+                if not await self._delete_kvt(scope, name):
+                    return status(status=status.FAILURE)
             self._scopes.discard(scope)
         return status(status=status.SUCCESS)
 
@@ -1290,16 +1294,22 @@ class EmbeddedController:
         status = self._pb.DeleteKVTableStatus
         scope, name = request.scope, request.kvtName
         async with self._lock:
-            config = self._kvts.get((scope, name))
-            if config is None:
+            if (scope, name) not in self._kvts:
                 return status(status=status.TABLE_NOT_FOUND)
-            if self.segment_admin is not None and not await self._on_stores(
-                    self.segment_admin.delete_segment,
-                    [(n,) for n in self._kvt_segment_names(scope, name,
-                                                           config.partitionCount)]):
+            if not await self._delete_kvt(scope, name):
                 return status(status=status.FAILURE)
-            del self._kvts[(scope, name)]
         return status(status=status.SUCCESS)
+
+    async def _delete_kvt(self, scope: str, name: str) -> bool:
+        """Delete a table's segments, then the table (under the lock); False if a store
+        failed (the table stays)."""
+        config = self._kvts[(scope, name)]
+        if self.segment_admin is not None and not await self._on_stores(
+                self.segment_admin.delete_segment,
+                [(n,) for n in self._kvt_segment_names(scope, name, config.partitionCount)]):
+            return False
+        del self._kvts[(scope, name)]
+        return True
 
     # ---- in-process operations (the scale and truncateStream RPCs call them) ---------------
 
