@@ -36,8 +36,7 @@ from pravega_wire.errors import (
     TimeoutError,
 )
 from pravega_wire.naming import (
-    KVTABLE_SUFFIX, primary_segment_name, transaction_segment_name, txn_id_bits,
-    txn_id_from_bits,
+    primary_segment_name, transaction_segment_name, txn_id_bits, txn_id_from_bits,
 )
 
 __all__ = [
@@ -881,7 +880,8 @@ class ControllerClient:
     async def get_key_value_table_segments(self, scope: str,
                                            name: str) -> list[SegmentWithRange]:
         """The table's partitions in key-hash order (``stream`` is the table's name; a
-        partition's table segment is ``segment_name(scope, name + KVTABLE_SUFFIX, id)``).
+        partition's table segment is ``segment_name(scope, name + "_kvtable", id)``,
+        :data:`pravega_wire.naming.KVTABLE_SUFFIX`).
         KeyValueTableNotFoundError for an unknown table."""
         try:
             reply = await self._call("getCurrentSegmentsKeyValueTable",
@@ -936,10 +936,6 @@ class ControllerClient:
             return False
         raise ControllerError(f"deleteKeyValueTable {scope}/{name} failed",
                               _status_name(status, reply.status))
-
-    async def get_key_value_table_token(self, scope: str, name: str) -> str:
-        """A delegation token for the table's segments (``""`` when auth is off)."""
-        return await self.get_delegation_token(scope, name + KVTABLE_SUFFIX)
 
     # ---- segment-store endpoints -------------------------------------------------------------
 
