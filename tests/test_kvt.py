@@ -17,8 +17,8 @@ from pravega_wire.client.controller import (  # noqa: E402
 )
 from pravega_wire.client.kvt import (  # noqa: E402
     BadKeyVersionError, Insert, KeyLengthError, KeyValueTable, KeyValueTableConfiguration,
-    KeyValueTableManager, KeyValueTableNotFoundError, NoSuchKeyError, Put, Remove, TableKey,
-    Version,
+    NO_VERSION, NOT_EXISTS, KeyValueTableManager, KeyValueTableNotFoundError, NoSuchKeyError,
+    Put, Remove, TableKey, Version,
 )
 from pravega_wire.errors import AuthenticationError  # noqa: E402
 from pravega_wire.pool import ConnectionPool  # noqa: E402
@@ -319,3 +319,20 @@ async def test_a_recursive_scope_delete_deletes_its_tables():
         assert cluster.store_for(name).storage.get(name) is None
         await ctl.create_scope("sc")
         assert await ctl.list_key_value_tables("sc") == []
+
+
+@pytest.mark.asyncio
+async def test_java_version_sentinels():
+    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool() as pool:
+        async with await open_table(cluster, ctl, pool) as table:
+            key = TableKey(pk(3), sk(3))
+            first = await table.replace(key, b"a", NOT_EXISTS)  # as put_if_absent
+            with pytest.raises(BadKeyVersionError):
+                await table.replace(key, b"b", NOT_EXISTS)
+            with pytest.raises(BadKeyVersionError):
+                await table.remove(key, NOT_EXISTS)
+            second = await table.replace(key, b"c", NO_VERSION)  # unconditional
+            assert second.segment_version > first.segment_version
+            await table.remove(key, NO_VERSION)
+            assert await table.get(key) is None

@@ -52,7 +52,7 @@ from .stream import _token_provider
 
 __all__ = ["KVT_ROUTER_SEED", "java_string_hash", "key_position", "KeyValueTableConfiguration",
            "KeyValueTableNotFoundError", "KeyValueTableManager", "KeyValueTable", "TableKey",
-           "TableEntry", "Version", "Put", "Insert", "Remove", "Page",
+           "TableEntry", "Version", "NO_VERSION", "NOT_EXISTS", "Put", "Insert", "Remove", "Page",
            "ConditionalTableUpdateError", "BadKeyVersionError", "NoSuchKeyError",
            "KeyLengthError", "DEFAULT_ITERATION_SIZE"]
 
@@ -107,6 +107,13 @@ class Version(NamedTuple):
 
     segment_id: int
     segment_version: int
+
+
+#: Java's ``Version.NO_VERSION``: a ``replace`` or ``remove`` at it is unconditional.
+NO_VERSION = Version(_NO_SEGMENT, C.TableKey.NO_VERSION)
+#: Java's ``Version.NOT_EXISTS``: a ``replace`` at it succeeds only if the key does not exist
+#: (as ``put_if_absent``), a ``remove`` at it changes nothing and fails if the key exists.
+NOT_EXISTS = Version(_NO_SEGMENT, C.TableKey.NOT_EXISTS)
 
 
 class TableKey(NamedTuple):
@@ -260,6 +267,10 @@ class KeyValueTable:
 
     A key is a :class:`TableKey`, a ``(primary_key, secondary_key)`` tuple, or, for a table
     without secondary keys, the primary key's bytes.
+
+    An update retried after a connection failure may have been applied the first time: an
+    unconditional one is then applied again (same value, new version); a conditional one fails
+    with BadKeyVersionError, as with Java's client.
     """
 
     def __init__(self, scope: str, name: str, config: KeyValueTableConfiguration,
@@ -375,7 +386,7 @@ class KeyValueTable:
         """Whether ``key`` exists, without reading its value (as Java: a removal conditioned
         on the key not existing, which changes nothing either way)."""
         try:
-            await self.update([Remove(key, Version(_NO_SEGMENT, C.TableKey.NOT_EXISTS))])
+            await self.update([Remove(key, NOT_EXISTS)])
         except BadKeyVersionError:
             return True
         return False
