@@ -258,19 +258,29 @@ async def test_a_table_without_secondary_keys_takes_bytes_keys():
 async def test_64_concurrent_callers_share_the_pool_after_one_probe_per_partition():
     async with EmbeddedCluster(2) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
             ConnectionPool() as pool:
+        opened: list[object] = []
+        original = pool.open_dedicated_flow
+
+        def counting(*args, **kwargs):
+            opened.append(args)
+            return original(*args, **kwargs)
+
+        pool.open_dedicated_flow = counting
         async with await open_table(cluster, ctl, pool) as table:
+            assert len(opened) == 3  # one probe per partition
             keys = [TableKey(pk(i), sk(i)) for i in range(64)]
             versions = await asyncio.gather(*(table.put(k, bytes([i]))
                                               for i, k in enumerate(keys)))
             got = await asyncio.gather(*(table.get(k) for k in keys))
             assert [(e.value, e.version) for e in got] == [
                 (bytes([i]), v) for i, v in enumerate(versions)]
-            # one RawClient per store; each partition was probed (its first table command on a
-            # dedicated connection) and is now known as a table segment, so later commands go
-            # on the pooled flow
+            # one RawClient per store; open() probed each partition once (its first table
+            # command on a dedicated connection): it is known as a table segment, so the 64
+            # callers' commands all went on the pooled flow
             clients = list(table._client._clients.values())
             assert 1 <= len(clients) <= 2
             assert set().union(*(c._tables for c in clients)) == set(table._segments.values())
+            assert len(opened) == 3
 
 
 @pytest.mark.asyncio

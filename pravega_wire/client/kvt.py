@@ -214,6 +214,10 @@ class KeyValueTableManager:
 class _Partitions(_SegmentClientBase):
     """Table commands to a table's partitions, with the retry policy of the segment clients."""
 
+    async def probe(self, segment: str) -> None:
+        await self._call(segment, C.GetTableSegmentInfo, C.TableSegmentInfo,
+                         segment_name=segment)
+
     async def update(self, segment: str, entries: list[tuple[C.TableKey, C.TableValue]]
                      ) -> list[int]:
         reply = await self._call(segment, C.UpdateTableEntries, _UPDATED, segment=segment,
@@ -303,7 +307,17 @@ class KeyValueTable:
                 raise TypeError("pass auth=True or a token_provider, not both")
             segment_options["token_provider"] = _token_provider(
                 controller, scope, name + KVTABLE_SUFFIX)
-        return cls(scope, name, config, partitions, pool, controller, **segment_options)
+        table = cls(scope, name, config, partitions, pool, controller, **segment_options)
+        await table._probe_partitions()
+        return table
+
+    async def _probe_partitions(self) -> None:
+        """Ask every partition for its info, concurrently: each one's first table command
+        goes on a dedicated connection (see :mod:`pravega_wire.client.raw`), so that the
+        table's concurrent first requests do not each open one. A failure here is left to the
+        requests that follow to report."""
+        await asyncio.gather(*(self._client.probe(s) for s in self._segments.values()),
+                             return_exceptions=True)
 
     async def close(self) -> None:
         """Release the connections' flows; pending and later requests fail with
