@@ -6,6 +6,7 @@ continuation, and the pool's table-request path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -87,158 +88,159 @@ async def open_table(cluster, ctl, pool, name="t", config=CONFIG, **options):
     return await KeyValueTable.open(ctl, pool, "sc", name, **options)
 
 
+@contextlib.asynccontextmanager
+async def table_on_cluster(stores: int, config=CONFIG):
+    """A cluster of ``stores`` stores, a controller client, a pool and the open table sc/t."""
+    async with EmbeddedCluster(stores) as cluster, \
+            ControllerClient(cluster.controller_uri) as ctl, ConnectionPool() as pool:
+        async with await open_table(cluster, ctl, pool, config=config) as table:
+            yield cluster, ctl, pool, table
+
+
 @pytest.mark.asyncio
 async def test_put_get_replace_remove_with_versions():
-    async with EmbeddedCluster(2) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
-            ConnectionPool() as pool:
-        async with await open_table(cluster, ctl, pool) as table:
-            key = TableKey(pk(1), sk(7))
-            assert await table.get(key) is None
-            assert not await table.exists(key)
-            v1 = await table.put(key, b"one")
-            assert v1.segment_id == table.partition_for(pk(1)).segment_id
-            # stored as Java's client stores it: key = primary + secondary, in the partition
-            # the primary key's hash picks, at the version the store gave it
-            for number in range(3):
-                name = f"sc/t_kvtable/{number}.#epoch.0"
-                [found] = cluster.store_for(name).storage.get(name).table.get([pk(1) + sk(7)])
-                if number == v1.segment_id:
-                    assert found is not None and found.value == b"one"
-                    assert found.version == v1.segment_version
-                else:
-                    assert found is None
-            entry = await table.get(key)
-            assert entry is not None and entry.key == key and entry.value == b"one"
-            assert entry.version == v1
-            assert await table.exists(key)
-            assert await table.exists((pk(1), sk(7)))  # a (primary, secondary) tuple
+    async with table_on_cluster(2) as (cluster, ctl, pool, table):
+        key = TableKey(pk(1), sk(7))
+        assert await table.get(key) is None
+        assert not await table.exists(key)
+        v1 = await table.put(key, b"one")
+        assert v1.segment_id == table.partition_for(pk(1)).segment_id
+        # stored as Java's client stores it: key = primary + secondary, in the partition
+        # the primary key's hash picks, at the version the store gave it
+        for number in range(3):
+            name = f"sc/t_kvtable/{number}.#epoch.0"
+            [found] = cluster.store_for(name).storage.get(name).table.get([pk(1) + sk(7)])
+            if number == v1.segment_id:
+                assert found is not None and found.value == b"one"
+                assert found.version == v1.segment_version
+            else:
+                assert found is None
+        entry = await table.get(key)
+        assert entry is not None and entry.key == key and entry.value == b"one"
+        assert entry.version == v1
+        assert await table.exists(key)
+        assert await table.exists((pk(1), sk(7)))  # a (primary, secondary) tuple
 
-            with pytest.raises(BadKeyVersionError):
-                await table.put_if_absent(key, b"again")
-            v2 = await table.replace(key, b"two", v1)
-            assert v2.segment_version > v1.segment_version
-            with pytest.raises(BadKeyVersionError):
-                await table.replace(key, b"stale", v1)
-            with pytest.raises(BadKeyVersionError):
-                await table.remove(key, v1)
-            assert (await table.get(key)).value == b"two"
+        with pytest.raises(BadKeyVersionError):
+            await table.put_if_absent(key, b"again")
+        v2 = await table.replace(key, b"two", v1)
+        assert v2.segment_version > v1.segment_version
+        with pytest.raises(BadKeyVersionError):
+            await table.replace(key, b"stale", v1)
+        with pytest.raises(BadKeyVersionError):
+            await table.remove(key, v1)
+        assert (await table.get(key)).value == b"two"
 
-            missing = TableKey(pk(2), sk(0))
-            with pytest.raises(NoSuchKeyError):
-                await table.replace(missing, b"x", Version(
-                    table.partition_for(pk(2)).segment_id, 5))
-            with pytest.raises(NoSuchKeyError):
-                await table.remove(missing, Version(table.partition_for(pk(2)).segment_id, 5))
-            await table.remove(missing)  # unconditional: nothing to remove is fine
-            v3 = await table.put_if_absent(missing, b"new")
-            assert (await table.get(missing)).version == v3
+        missing = TableKey(pk(2), sk(0))
+        with pytest.raises(NoSuchKeyError):
+            await table.replace(missing, b"x", Version(
+                table.partition_for(pk(2)).segment_id, 5))
+        with pytest.raises(NoSuchKeyError):
+            await table.remove(missing, Version(table.partition_for(pk(2)).segment_id, 5))
+        await table.remove(missing)  # unconditional: nothing to remove is fine
+        v3 = await table.put_if_absent(missing, b"new")
+        assert (await table.get(missing)).version == v3
 
-            await table.remove(key, v2)
-            assert await table.get(key) is None and not await table.exists(key)
-            assert [e and e.value for e in await table.get_all([missing, key, missing])] == [
-                b"new", None, b"new"]
+        await table.remove(key, v2)
+        assert await table.get(key) is None and not await table.exists(key)
+        assert [e and e.value for e in await table.get_all([missing, key, missing])] == [
+            b"new", None, b"new"]
 
 
 @pytest.mark.asyncio
 async def test_wrong_key_lengths_and_foreign_versions_are_refused_before_sending():
-    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
-            ConnectionPool() as pool:
-        async with await open_table(cluster, ctl, pool) as table:
-            for bad in (TableKey(pk(1)[:3], sk(0)), TableKey(pk(1), b"\x00"),
-                        TableKey(pk(1) + b"\x00", sk(0))):
-                with pytest.raises(KeyLengthError):
-                    await table.put(bad, b"v")
-                with pytest.raises(KeyLengthError):
-                    await table.get(bad)
+    async with table_on_cluster(1) as (cluster, ctl, pool, table):
+        for bad in (TableKey(pk(1)[:3], sk(0)), TableKey(pk(1), b"\x00"),
+                    TableKey(pk(1) + b"\x00", sk(0))):
             with pytest.raises(KeyLengthError):
-                await table.put(pk(1), b"v")  # bytes alone: only for tables without secondary
-            with pytest.raises(TypeError):
-                await table.put("text", b"v")
-            other = next(p for p in table.partitions
-                         if p.segment_id != table.partition_for(pk(1)).segment_id)
-            with pytest.raises(BadKeyVersionError):
-                await table.replace(TableKey(pk(1), sk(0)), b"v", Version(other.segment_id, 0))
-            # the table still works on the same connections: nothing reached the store
-            assert await table.put(TableKey(pk(1), sk(0)), b"ok")
-            assert (await table.get(TableKey(pk(1), sk(0)))).value == b"ok"
+                await table.put(bad, b"v")
+            with pytest.raises(KeyLengthError):
+                await table.get(bad)
+        with pytest.raises(KeyLengthError):
+            await table.put(pk(1), b"v")  # bytes alone: only for tables without secondary
+        with pytest.raises(TypeError):
+            await table.put("text", b"v")
+        other = next(p for p in table.partitions
+                     if p.segment_id != table.partition_for(pk(1)).segment_id)
+        with pytest.raises(BadKeyVersionError):
+            await table.replace(TableKey(pk(1), sk(0)), b"v", Version(other.segment_id, 0))
+        # the table still works on the same connections: nothing reached the store
+        assert await table.put(TableKey(pk(1), sk(0)), b"ok")
+        assert (await table.get(TableKey(pk(1), sk(0)))).value == b"ok"
 
 
 @pytest.mark.asyncio
 async def test_a_batch_with_one_primary_key_is_atomic():
-    async with EmbeddedCluster(2) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
-            ConnectionPool() as pool:
-        async with await open_table(cluster, ctl, pool) as table:
-            a, b, c = (TableKey(pk(9), sk(i)) for i in range(3))
-            va, vb = await table.update([Put(a, b"a"), Insert(b, b"b")])
-            assert va.segment_id == vb.segment_id and vb.segment_version > va.segment_version
-            with pytest.raises(BadKeyVersionError):  # b exists: nothing of the batch applies
-                await table.update([Put(a, b"a2", va), Insert(c, b"c"), Insert(b, b"b2")])
-            assert [e and e.value for e in await table.get_all([a, b, c])] == [b"a", b"b", None]
-            with pytest.raises(NoSuchKeyError):
-                await table.update([Remove(a), Remove(c, Version(va.segment_id, 1))])
-            assert (await table.get(a)).value == b"a"
-            assert await table.update([Remove(a, va), Remove(b)]) == []
-            assert await table.get_all([a, b]) == [None, None]
-            with pytest.raises(ValueError):
-                await table.update([Put(a, b"x"), Put(TableKey(pk(10), sk(0)), b"y")])
-            with pytest.raises(ValueError):
-                await table.update([Put(a, b"x"), Remove(b)])
-            assert await table.update([]) == []
+    async with table_on_cluster(2) as (cluster, ctl, pool, table):
+        a, b, c = (TableKey(pk(9), sk(i)) for i in range(3))
+        va, vb = await table.update([Put(a, b"a"), Insert(b, b"b")])
+        assert va.segment_id == vb.segment_id and vb.segment_version > va.segment_version
+        with pytest.raises(BadKeyVersionError):  # b exists: nothing of the batch applies
+            await table.update([Put(a, b"a2", va), Insert(c, b"c"), Insert(b, b"b2")])
+        assert [e and e.value for e in await table.get_all([a, b, c])] == [b"a", b"b", None]
+        with pytest.raises(NoSuchKeyError):
+            await table.update([Remove(a), Remove(c, Version(va.segment_id, 1))])
+        assert (await table.get(a)).value == b"a"
+        assert await table.update([Remove(a, va), Remove(b)]) == []
+        assert await table.get_all([a, b]) == [None, None]
+        with pytest.raises(ValueError):
+            await table.update([Put(a, b"x"), Put(TableKey(pk(10), sk(0)), b"y")])
+        with pytest.raises(ValueError):
+            await table.update([Put(a, b"x"), Remove(b)])
+        assert await table.update([]) == []
 
 
 @pytest.mark.asyncio
 async def test_iteration_pages_in_key_order_and_resumes_from_a_token():
     config = KeyValueTableConfiguration(partition_count=4, primary_key_length=2,
                                         secondary_key_length=1)
-    async with EmbeddedCluster(2) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
-            ConnectionPool() as pool:
-        async with await open_table(cluster, ctl, pool, config=config) as table:
-            written = {}
-            for p in range(12):
-                primary = p.to_bytes(2, "big")
-                versions = await table.update([Put((primary, bytes([s])), bytes([p, s]))
-                                               for s in range(5)])
-                for s, version in enumerate(versions):
-                    written[TableKey(primary, bytes([s]))] = version
-            assert len({table.partition_for(k.primary_key).segment_id for k in written}) > 1
+    async with table_on_cluster(2, config=config) as (cluster, ctl, pool, table):
+        written = {}
+        for p in range(12):
+            primary = p.to_bytes(2, "big")
+            versions = await table.update([Put((primary, bytes([s])), bytes([p, s]))
+                                           for s in range(5)])
+            for s, version in enumerate(versions):
+                written[TableKey(primary, bytes([s]))] = version
+        assert len({table.partition_for(k.primary_key).segment_id for k in written}) > 1
 
-            pages = [page async for page in table.iterator(7).all().entries()]
-            entries = [e for page in pages for e in page.items]
-            assert {e.key: e.version for e in entries} == written
-            assert all(e.value == e.key.primary_key[1:] + e.key.secondary_key for e in entries)
-            assert all(len(page.items) <= 7 for page in pages)
-            assert [k async for page in table.iterator(7).all().keys(pages[-1].token)
-                    for k in page.items] == []  # nothing after the last page
-            by_partition: dict[int, list[bytes]] = {}
-            for e in entries:  # partition after partition, key order within each
-                by_partition.setdefault(e.version.segment_id, []).append(
-                    e.key.primary_key + e.key.secondary_key)
-            assert list(by_partition) == sorted(by_partition)
-            assert all(keys == sorted(keys) for keys in by_partition.values())
+        pages = [page async for page in table.iterator(7).all().entries()]
+        entries = [e for page in pages for e in page.items]
+        assert {e.key: e.version for e in entries} == written
+        assert all(e.value == e.key.primary_key[1:] + e.key.secondary_key for e in entries)
+        assert all(len(page.items) <= 7 for page in pages)
+        assert [k async for page in table.iterator(7).all().keys(pages[-1].token)
+                for k in page.items] == []  # nothing after the last page
+        by_partition: dict[int, list[bytes]] = {}
+        for e in entries:  # partition after partition, key order within each
+            by_partition.setdefault(e.version.segment_id, []).append(
+                e.key.primary_key + e.key.secondary_key)
+        assert list(by_partition) == sorted(by_partition)
+        assert all(keys == sorted(keys) for keys in by_partition.values())
 
-            # resume after the third page: the same items as the rest of the pages
-            rest = [k async for page in table.iterator(7).all().keys(pages[2].token)
-                    for k in page.items]
-            assert rest == [e.key for page in pages[3:] for e in page.items]
-
-            one = [k async for page in table.iterator(2).for_primary_key(pk(5)[2:]).keys()
-                   for k in page.items]
-            assert one == [TableKey(b"\x00\x05", bytes([s])) for s in range(5)]
-            some = [k.secondary_key async for page in table.iterator(10).for_primary_key(
-                b"\x00\x05", from_secondary=b"\x01", to_secondary=b"\x03").keys()
+        # resume after the third page: the same items as the rest of the pages
+        rest = [k async for page in table.iterator(7).all().keys(pages[2].token)
                 for k in page.items]
-            assert some == [b"\x01", b"\x02", b"\x03"]
-            ranged = sorted([k async for page in table.iterator(3).for_range(
-                b"\x00\x03", b"\x00\x04").keys() for k in page.items])
-            assert ranged == sorted(k for k in written if k.primary_key in (b"\x00\x03",
-                                                                            b"\x00\x04"))
-            prefixed = [k async for page in table.iterator().for_prefix(b"\x00").keys()
-                        for k in page.items]
-            assert len(prefixed) == 60
-            assert [k async for page in table.iterator().for_prefix(b"\x01").keys()
-                    for k in page.items] == []
-            with pytest.raises(ValueError):
-                [k async for k in table.iterator().all().keys(b"garbage")]
+        assert rest == [e.key for page in pages[3:] for e in page.items]
+
+        one = [k async for page in table.iterator(2).for_primary_key(pk(5)[2:]).keys()
+               for k in page.items]
+        assert one == [TableKey(b"\x00\x05", bytes([s])) for s in range(5)]
+        some = [k.secondary_key async for page in table.iterator(10).for_primary_key(
+            b"\x00\x05", from_secondary=b"\x01", to_secondary=b"\x03").keys()
+            for k in page.items]
+        assert some == [b"\x01", b"\x02", b"\x03"]
+        ranged = sorted([k async for page in table.iterator(3).for_range(
+            b"\x00\x03", b"\x00\x04").keys() for k in page.items])
+        assert ranged == sorted(k for k in written if k.primary_key in (b"\x00\x03",
+                                                                        b"\x00\x04"))
+        prefixed = [k async for page in table.iterator().for_prefix(b"\x00").keys()
+                    for k in page.items]
+        assert len(prefixed) == 60
+        assert [k async for page in table.iterator().for_prefix(b"\x01").keys()
+                for k in page.items] == []
+        with pytest.raises(ValueError):
+            [k async for k in table.iterator().all().keys(b"garbage")]
 
 
 @pytest.mark.asyncio
@@ -333,16 +335,14 @@ async def test_a_recursive_scope_delete_deletes_its_tables():
 
 @pytest.mark.asyncio
 async def test_java_version_sentinels():
-    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
-            ConnectionPool() as pool:
-        async with await open_table(cluster, ctl, pool) as table:
-            key = TableKey(pk(3), sk(3))
-            first = await table.replace(key, b"a", NOT_EXISTS)  # as put_if_absent
-            with pytest.raises(BadKeyVersionError):
-                await table.replace(key, b"b", NOT_EXISTS)
-            with pytest.raises(BadKeyVersionError):
-                await table.remove(key, NOT_EXISTS)
-            second = await table.replace(key, b"c", NO_VERSION)  # unconditional
-            assert second.segment_version > first.segment_version
-            await table.remove(key, NO_VERSION)
-            assert await table.get(key) is None
+    async with table_on_cluster(1) as (cluster, ctl, pool, table):
+        key = TableKey(pk(3), sk(3))
+        first = await table.replace(key, b"a", NOT_EXISTS)  # as put_if_absent
+        with pytest.raises(BadKeyVersionError):
+            await table.replace(key, b"b", NOT_EXISTS)
+        with pytest.raises(BadKeyVersionError):
+            await table.remove(key, NOT_EXISTS)
+        second = await table.replace(key, b"c", NO_VERSION)  # unconditional
+        assert second.segment_version > first.segment_version
+        await table.remove(key, NO_VERSION)
+        assert await table.get(key) is None
