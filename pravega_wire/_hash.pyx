@@ -14,7 +14,8 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object)
     Py_UCS4 PyUnicode_READ(int kind, void *data, Py_ssize_t index)
 
-__all__ = ["IMPLEMENTATION", "ROUTING_KEY_SEED", "murmur3_x64_128", "hash_routing_key"]
+__all__ = ["IMPLEMENTATION", "ROUTING_KEY_SEED", "murmur3_x64_128", "hash_routing_key",
+           "hash_bytes_to_range"]
 
 IMPLEMENTATION = "compiled"
 
@@ -53,9 +54,10 @@ cdef inline uint64_t _mix_k2(uint64_t k2) noexcept nogil:
     return _rotl64(k2 * _C2, 33) * _C1
 
 
-cdef uint64_t _murmur3(const uint8_t *data, Py_ssize_t length, uint32_t seed,
+cdef uint64_t _murmur3(const uint8_t *data, Py_ssize_t length, uint64_t seed,
                        uint64_t *second) noexcept nogil:
-    """h1 of MurmurHash3 x64 128 (h2 into ``second`` when it is not NULL)."""
+    """h1 of MurmurHash3 x64 128 (h2 into ``second`` when it is not NULL); both halves of the
+    state start at ``seed`` (the reference's 32-bit seed, or Guava's sign-extended one)."""
     cdef uint64_t h1 = seed, h2 = seed, k1 = 0, k2 = 0
     cdef Py_ssize_t body = length - length % 16, i
     cdef const uint8_t *tail = data + body
@@ -153,3 +155,17 @@ def hash_routing_key(routing_key, *, bint rust_compatible=False):
         if buf != stack:
             free(buf)
     return <double>(h >> 12) / _TWO_52
+
+
+def hash_bytes_to_range(data, seed):
+    """The position in ``[0, 1)`` of ``data`` as Java's ``HashHelper.hashToRange(ByteBuffer)``
+    computes it (Guava's sign-extended seed): see the pure twin."""
+    if not -(1 << 31) <= seed < (1 << 31):
+        raise ValueError(f"seed must be a Java int, not {seed!r}")
+    cdef long long java_int = seed
+    cdef const uint8_t[::1] view = memoryview(data).cast("B")
+    cdef const uint8_t *start = NULL
+    if view.shape[0]:
+        start = &view[0]
+    cdef uint64_t h1 = _murmur3(start, view.shape[0], <uint64_t>java_int, NULL)
+    return <double>(h1 >> 12) / _TWO_52

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["IMPLEMENTATION", "ROUTING_KEY_SEED", "murmur3_x64_128", "hash_routing_key"]
+__all__ = ["IMPLEMENTATION", "ROUTING_KEY_SEED", "murmur3_x64_128", "hash_routing_key",
+           "hash_bytes_to_range"]
 
 IMPLEMENTATION = "pure"
 
@@ -48,9 +49,13 @@ def murmur3_x64_128(data: bytes, seed: int = 0) -> tuple[int, int]:
     """MurmurHash3 x64 128-bit of ``data`` (bytes-like) as the two unsigned 64-bit halves
     ``(h1, h2)``; ``h1`` is what Guava's ``asLong()`` and the Rust ``murmur3`` crate's first
     value return. Only the low 32 bits of ``seed`` count, as in the reference."""
-    data = bytes(data)
+    return _murmur3(bytes(data), seed & 0xFFFFFFFF)
+
+
+def _murmur3(data: bytes, state: int) -> tuple[int, int]:
+    """MurmurHash3 x64 128 with both 64-bit halves of the state starting at ``state``."""
     length = len(data)
-    h1 = h2 = seed & 0xFFFFFFFF
+    h1 = h2 = state
     body = length - length % 16
     for k1, k2 in _BLOCKS(data[:body]):
         h1 ^= _mix_k1(k1)
@@ -87,4 +92,17 @@ def hash_routing_key(routing_key: str, *, rust_compatible: bool = False) -> floa
     if rust_compatible:
         units = units.ljust(2 * len(routing_key.encode("utf-8", "surrogatepass")), b"\0")
     h1, _ = murmur3_x64_128(units, ROUTING_KEY_SEED)
+    return (h1 >> 12) / 4503599627370496.0
+
+
+def hash_bytes_to_range(data: bytes, seed: int) -> float:
+    """The position in ``[0, 1)`` of ``data`` (bytes-like) as Java's
+    ``HashHelper.seededWith(name).hashToRange(ByteBuffer)`` computes it, ``seed`` being
+    ``name.hashCode()`` (a Java ``int``): Guava's ``murmur3_128(seed)`` of the bytes, whose
+    state starts at the seed *sign-extended* to 64 bits (Guava issue 3493: for a negative seed
+    this is not the reference MurmurHash3), then ``(h1 >> 12) / 2**52`` as for routing keys.
+    Key-value tables place their keys with it."""
+    if not -(1 << 31) <= seed < (1 << 31):
+        raise ValueError(f"seed must be a Java int, not {seed!r}")
+    h1, _ = _murmur3(bytes(data), seed & _MASK64)
     return (h1 >> 12) / 4503599627370496.0

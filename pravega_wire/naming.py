@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import uuid
 
-__all__ = ["TRANSACTION_MARKER", "TRANSIENT_MARKER", "primary_segment_name", "txn_id_from_bits",
+__all__ = ["TRANSACTION_MARKER", "TRANSIENT_MARKER", "KVTABLE_SUFFIX", "primary_segment_name", "txn_id_from_bits",
            "txn_id_bits", "txn_epoch", "transaction_segment_name"]
 
 #: What separates a segment's name from its transaction's id in a transaction segment name.
 TRANSACTION_MARKER = "#transaction."
 #: What separates a segment's name from the rest in a transient segment's name.
 TRANSIENT_MARKER = "#transient."
+#: A key-value table's partitions are table segments named like the segments of a stream
+#: ``<table>_kvtable`` (Java's ``NameUtils.getQualifiedTableSegmentName``):
+#: ``<scope>/<table>_kvtable/<number>.#epoch.<epoch>``.
+KVTABLE_SUFFIX = "_kvtable"
 
 
 def primary_segment_name(segment: str) -> str:

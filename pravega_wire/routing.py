@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from ._mode import pure_requested
 
 __all__ = ["IMPLEMENTATION", "impl", "ROUTING_KEY_SEED", "murmur3_x64_128", "hash_routing_key",
-           "segment_for_key", "KeyRanges"]
+           "hash_bytes_to_range", "segment_for_key", "KeyRanges"]
 
 if pure_requested():
     from . import _hash_py as impl
@@ -32,6 +32,7 @@ IMPLEMENTATION: str = impl.IMPLEMENTATION
 ROUTING_KEY_SEED: int = impl.ROUTING_KEY_SEED
 murmur3_x64_128 = impl.murmur3_x64_128
 hash_routing_key = impl.hash_routing_key
+hash_bytes_to_range = impl.hash_bytes_to_range
 
 _Ranged = TypeVar("_Ranged")
 

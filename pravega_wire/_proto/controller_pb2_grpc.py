@@ -5,7 +5,7 @@ import warnings
 
 from . import controller_pb2 as controller__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -193,6 +193,31 @@ class ControllerServiceStub:
                 '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getDelegationToken',
                 request_serializer=controller__pb2.StreamInfo.SerializeToString,
                 response_deserializer=controller__pb2.DelegationToken.FromString,
+                _registered_method=True)
+        self.createKeyValueTable = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/createKeyValueTable',
+                request_serializer=controller__pb2.KeyValueTableConfig.SerializeToString,
+                response_deserializer=controller__pb2.CreateKeyValueTableStatus.FromString,
+                _registered_method=True)
+        self.getCurrentSegmentsKeyValueTable = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getCurrentSegmentsKeyValueTable',
+                request_serializer=controller__pb2.KeyValueTableInfo.SerializeToString,
+                response_deserializer=controller__pb2.SegmentRanges.FromString,
+                _registered_method=True)
+        self.listKeyValueTablesInScope = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/listKeyValueTablesInScope',
+                request_serializer=controller__pb2.KVTablesInScopeRequest.SerializeToString,
+                response_deserializer=controller__pb2.KVTablesInScopeResponse.FromString,
+                _registered_method=True)
+        self.getKeyValueTableConfiguration = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getKeyValueTableConfiguration',
+                request_serializer=controller__pb2.KeyValueTableInfo.SerializeToString,
+                response_deserializer=controller__pb2.KeyValueTableConfigResponse.FromString,
+                _registered_method=True)
+        self.deleteKeyValueTable = channel.unary_unary(
+                '/io.pravega.controller.stream.api.grpc.v1.ControllerService/deleteKeyValueTable',
+                request_serializer=controller__pb2.KeyValueTableInfo.SerializeToString,
+                response_deserializer=controller__pb2.DeleteKVTableStatus.FromString,
                 _registered_method=True)
 
 
@@ -397,6 +422,37 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def createKeyValueTable(self, request, context):
+        """Key-value tables (Pravega's names and numbers; the messages are at the end of the file)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def getCurrentSegmentsKeyValueTable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def listKeyValueTablesInScope(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def getKeyValueTableConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def deleteKeyValueTable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -559,6 +615,31 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.getDelegationToken,
                     request_deserializer=controller__pb2.StreamInfo.FromString,
                     response_serializer=controller__pb2.DelegationToken.SerializeToString,
+            ),
+            'createKeyValueTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.createKeyValueTable,
+                    request_deserializer=controller__pb2.KeyValueTableConfig.FromString,
+                    response_serializer=controller__pb2.CreateKeyValueTableStatus.SerializeToString,
+            ),
+            'getCurrentSegmentsKeyValueTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.getCurrentSegmentsKeyValueTable,
+                    request_deserializer=controller__pb2.KeyValueTableInfo.FromString,
+                    response_serializer=controller__pb2.SegmentRanges.SerializeToString,
+            ),
+            'listKeyValueTablesInScope': grpc.unary_unary_rpc_method_handler(
+                    servicer.listKeyValueTablesInScope,
+                    request_deserializer=controller__pb2.KVTablesInScopeRequest.FromString,
+                    response_serializer=controller__pb2.KVTablesInScopeResponse.SerializeToString,
+            ),
+            'getKeyValueTableConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.getKeyValueTableConfiguration,
+                    request_deserializer=controller__pb2.KeyValueTableInfo.FromString,
+                    response_serializer=controller__pb2.KeyValueTableConfigResponse.SerializeToString,
+            ),
+            'deleteKeyValueTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.deleteKeyValueTable,
+                    request_deserializer=controller__pb2.KeyValueTableInfo.FromString,
+                    response_serializer=controller__pb2.DeleteKVTableStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1425,6 +1506,141 @@ class ControllerService:
             '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getDelegationToken',
             controller__pb2.StreamInfo.SerializeToString,
             controller__pb2.DelegationToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def createKeyValueTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/createKeyValueTable',
+            controller__pb2.KeyValueTableConfig.SerializeToString,
+            controller__pb2.CreateKeyValueTableStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def getCurrentSegmentsKeyValueTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getCurrentSegmentsKeyValueTable',
+            controller__pb2.KeyValueTableInfo.SerializeToString,
+            controller__pb2.SegmentRanges.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def listKeyValueTablesInScope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/listKeyValueTablesInScope',
+            controller__pb2.KVTablesInScopeRequest.SerializeToString,
+            controller__pb2.KVTablesInScopeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def getKeyValueTableConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/getKeyValueTableConfiguration',
+            controller__pb2.KeyValueTableInfo.SerializeToString,
+            controller__pb2.KeyValueTableConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def deleteKeyValueTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.pravega.controller.stream.api.grpc.v1.ControllerService/deleteKeyValueTable',
+            controller__pb2.KeyValueTableInfo.SerializeToString,
+            controller__pb2.DeleteKVTableStatus.FromString,
             options,
             channel_credentials,
             insecure,

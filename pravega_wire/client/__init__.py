@@ -6,7 +6,9 @@
   :func:`stream_readers` opens one per segment at a stream's head.
 - :class:`RawClient` (request/response), :class:`MetadataClient`, :class:`ConditionalWriter`.
 - :class:`~pravega_wire.client.controller.ControllerClient` (needs the ``grpc`` extra) lives in
-  :mod:`pravega_wire.client.controller`, imported on demand.
+  :mod:`pravega_wire.client.controller`, imported on demand; key-value tables
+  (:class:`~pravega_wire.client.kvt.KeyValueTableManager`, ``KeyValueTable``) in
+  :mod:`pravega_wire.client.kvt`.
 """
 
 from ._common import CachingTokenProvider, RetryPolicy, StaticLocator

@@ -41,7 +41,8 @@ __all__ = [
     "StreamNotFoundError", "InvalidNameError", "SegmentWithRange", "SegmentLocation", "Successor",
     "ScalingPolicy", "RetentionPolicy", "StreamConfiguration", "StreamCut", "Transaction",
     "ControllerClient", "transaction_segment_name", "segment_name", "parse_segment_name",
-    "murmur3_x64_128", "hash_routing_key", "segment_for_key",
+    "murmur3_x64_128", "hash_routing_key", "segment_for_key", "KeyValueTableConfiguration",
+    "KeyValueTableNotFoundError",
 ]
 
 #: Default bound, in seconds, on each controller call.
@@ -71,6 +72,10 @@ class ScopeNotFoundError(ControllerError, LookupError):
 
 class StreamNotFoundError(ControllerError, LookupError):
     """The stream (or a segment of it) does not exist."""
+
+
+class KeyValueTableNotFoundError(StreamNotFoundError):
+    """The key-value table does not exist."""
 
 
 class InvalidNameError(ControllerError, ValueError):
@@ -228,6 +233,33 @@ class StreamConfiguration:
     tags: tuple[str, ...] = ()
     timestamp_aggregation_timeout: int = 0
     rollover_size_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyValueTableConfiguration:
+    """A key-value table's configuration (Java's ``KeyValueTableConfiguration``): its number
+    of partitions (table segments) and the fixed lengths of its primary and secondary keys."""
+
+    partition_count: int
+    primary_key_length: int
+    secondary_key_length: int = 0
+    rollover_size_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("partition_count", "primary_key_length", "secondary_key_length",
+                     "rollover_size_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {value!r}")
+        if self.partition_count < 1 or self.primary_key_length < 1:
+            raise ValueError("partition_count and primary_key_length must be at least 1")
+        if self.secondary_key_length < 0 or self.rollover_size_bytes < 0:
+            raise ValueError("secondary_key_length and rollover_size_bytes must be >= 0")
+
+    @property
+    def total_key_length(self) -> int:
+        """Bytes of a table segment key: the primary key then the secondary key."""
+        return self.primary_key_length + self.secondary_key_length
 
 
 @dataclasses.dataclass(frozen=True)
@@ -809,6 +841,95 @@ class ControllerClient:
         off)."""
         reply = await self._call("getDelegationToken", self._stream_info(scope, stream))
         return str(reply.delegationToken)
+
+    # ---- key-value tables --------------------------------------------------------------------
+
+    def _kvt_info(self, scope: str, name: str) -> Any:
+        return self._pb.KeyValueTableInfo(scope=scope, kvtName=name)
+
+    async def create_key_value_table(self, scope: str, name: str,
+                                     config: KeyValueTableConfiguration) -> bool:
+        """Create a key-value table and its partitions: True if created, False if it already
+        existed. ScopeNotFoundError, InvalidNameError; a configuration the controller refuses
+        is ControllerError ``INVALID_ARGUMENT``."""
+        pb = self._pb
+        status = pb.CreateKeyValueTableStatus
+        reply = await self._call("createKeyValueTable", pb.KeyValueTableConfig(
+            scope=scope, kvtName=name, partitionCount=config.partition_count,
+            primaryKeyLength=config.primary_key_length,
+            secondaryKeyLength=config.secondary_key_length,
+            rolloverSizeBytes=config.rollover_size_bytes))
+        if reply.status == status.SUCCESS:
+            return True
+        if reply.status == status.TABLE_EXISTS:
+            return False
+        if reply.status == status.SCOPE_NOT_FOUND:
+            raise ScopeNotFoundError(f"scope {scope!r} does not exist", "SCOPE_NOT_FOUND")
+        if reply.status == status.INVALID_TABLE_NAME:
+            raise InvalidNameError(f"invalid key-value table name {name!r}",
+                                   "INVALID_TABLE_NAME")
+        raise ControllerError(f"createKeyValueTable {scope}/{name} failed",
+                              _status_name(status, reply.status))
+
+    async def get_key_value_table_segments(self, scope: str,
+                                           name: str) -> list[SegmentWithRange]:
+        """The table's partitions in key-hash order (``stream`` is the table's name; a
+        partition's table segment is ``segment_name(scope, name + "_kvtable", id)``,
+        :data:`pravega_wire.naming.KVTABLE_SUFFIX`).
+        KeyValueTableNotFoundError for an unknown table."""
+        try:
+            reply = await self._call("getCurrentSegmentsKeyValueTable",
+                                     self._kvt_info(scope, name))
+        except StreamNotFoundError as exc:
+            raise KeyValueTableNotFoundError(str(exc), exc.status) from exc
+        segments = [self._segment_with_range(scope, name, r) for r in reply.segmentRanges]
+        return sorted(segments, key=lambda segment: segment.min_key)
+
+    async def get_key_value_table_configuration(self, scope: str,
+                                                name: str) -> KeyValueTableConfiguration:
+        """The table's configuration; KeyValueTableNotFoundError for an unknown table."""
+        response = self._pb.KeyValueTableConfigResponse
+        reply = await self._call("getKeyValueTableConfiguration", self._kvt_info(scope, name))
+        if reply.status == response.TABLE_NOT_FOUND:
+            raise KeyValueTableNotFoundError(f"key-value table {scope}/{name} does not exist",
+                                             "TABLE_NOT_FOUND")
+        if reply.status != response.SUCCESS:
+            raise ControllerError(f"getKeyValueTableConfiguration {scope}/{name} failed",
+                                  _status_name(response, reply.status))
+        config = reply.config
+        return KeyValueTableConfiguration(config.partitionCount, config.primaryKeyLength,
+                                          config.secondaryKeyLength, config.rolloverSizeBytes)
+
+    async def list_key_value_tables(self, scope: str) -> list[str]:
+        """The names of the scope's key-value tables, following the controller's pagination;
+        ScopeNotFoundError for a missing scope."""
+        pb = self._pb
+        response = pb.KVTablesInScopeResponse
+
+        def names(reply: Any) -> list[str]:
+            if reply.status == response.SCOPE_NOT_FOUND:
+                raise ScopeNotFoundError(f"scope {scope!r} does not exist", "SCOPE_NOT_FOUND")
+            if reply.status != response.SUCCESS:
+                raise ControllerError(f"listKeyValueTablesInScope {scope!r} failed",
+                                      _status_name(response, reply.status))
+            return [info.kvtName for info in reply.kvtables]
+
+        return await self._paginate(
+            "listKeyValueTablesInScope", lambda token: pb.KVTablesInScopeRequest(
+                scope=pb.ScopeInfo(scope=scope),
+                continuationToken=pb.ContinuationToken(token=token)),
+            names)
+
+    async def delete_key_value_table(self, scope: str, name: str) -> bool:
+        """Delete the table and its data: True if deleted, False if it did not exist."""
+        status = self._pb.DeleteKVTableStatus
+        reply = await self._call("deleteKeyValueTable", self._kvt_info(scope, name))
+        if reply.status == status.SUCCESS:
+            return True
+        if reply.status == status.TABLE_NOT_FOUND:
+            return False
+        raise ControllerError(f"deleteKeyValueTable {scope}/{name} failed",
+                              _status_name(status, reply.status))
 
     # ---- segment-store endpoints -------------------------------------------------------------
 

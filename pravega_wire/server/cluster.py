@@ -39,7 +39,7 @@ from typing import Any
 from .faults import FaultPlan
 from .placement import DEFAULT_CONTAINER_COUNT, store_index_of
 from .segmentstore import DEFAULT_READ_WAIT, SegmentStore
-from .storage import Storage
+from .storage import TABLE, Storage
 
 __all__ = ["EmbeddedCluster", "ChildCluster"]
 
@@ -209,6 +209,11 @@ class EmbeddedCluster:
     async def truncate_segment(self, name: str, offset: int) -> None:
         """Truncate segment ``name`` on its store at ``offset``."""
         self.store_for(name).truncate_segment(name, offset)
+
+    async def create_table_segment(self, name: str, key_length: int) -> None:
+        """Create table segment ``name`` with keys of ``key_length`` bytes on its store
+        (nothing if it exists)."""
+        self.store_for(name).create_segment(name, TABLE, key_length=key_length)
 
     async def merge_segment(self, target: str, source: str) -> None:
         """Merge segment ``source`` into ``target`` on their store (a transaction segment lives

@@ -48,9 +48,10 @@ from types import ModuleType
 from typing import Any, Literal, Protocol, TypeVar
 
 from pravega_wire.naming import (
-    transaction_segment_name, txn_epoch, txn_id_bits, txn_id_from_bits,
+    KVTABLE_SUFFIX, transaction_segment_name, txn_epoch, txn_id_bits, txn_id_from_bits,
 )
 from pravega_wire.server.placement import DEFAULT_CONTAINER_COUNT, store_index_of
+from pravega_wire.server.tables import MAX_FIXED_KEY_LENGTH
 
 __all__ = [
     "DEFAULT_CONTAINER_COUNT", "DEFAULT_TOKEN_TTL", "MAX_SEGMENTS_PER_STREAM", "MAX_LEASE_MS",
@@ -113,6 +114,11 @@ class SegmentAdmin(Protocol):
     async def merge_segment(self, target: str, source: str) -> None:
         """Append all of segment ``source`` to segment ``target`` and delete ``source`` (a
         transaction commit). Merging a source that no longer exists (merged already) succeeds."""
+        ...
+
+    async def create_table_segment(self, name: str, key_length: int) -> None:
+        """Create the empty table segment ``name`` whose keys all have ``key_length`` bytes (a
+        key-value table's partition; deleted with :meth:`delete_segment`)."""
         ...
 
 
@@ -396,6 +402,8 @@ class EmbeddedController:
         self._txn_counter = 0
         self._scopes: set[str] = set()
         self._streams: dict[tuple[str, str], _Stream] = {}
+        #: Key-value tables: (scope, name) -> their KeyValueTableConfig message.
+        self._kvts: dict[tuple[str, str], Any] = {}
         #: Next unused segment number per stream name, kept across delete and re-create.
         self._next_number: dict[tuple[str, str], int] = {}
         self._mutex: asyncio.Lock | None = None
@@ -577,7 +585,7 @@ class EmbeddedController:
         async with self._lock:
             if request.scope not in self._scopes:
                 return status(status=status.SCOPE_NOT_FOUND)
-            if any(scope == request.scope for scope, _ in self._streams):
+            if any(scope == request.scope for scope, _ in (*self._streams, *self._kvts)):
                 return status(status=status.SCOPE_NOT_EMPTY)
             self._scopes.discard(request.scope)
         return status(status=status.SUCCESS)
@@ -831,9 +839,10 @@ class EmbeddedController:
 
     @_rpc
     async def deleteScopeRecursive(self, request: Any, context: Any) -> Any:
-        """Seals and deletes every stream of the scope (aborting their open transactions),
-        then the scope: SUCCESS (also for a scope that does not exist, as Pravega answers), or
-        FAILURE if a store failed (what was deleted stays deleted)."""
+        """Seals and deletes every stream of the scope (aborting their open transactions) and
+        deletes its key-value tables, then the scope: SUCCESS (also for a scope that does not
+        exist, as Pravega answers), or FAILURE if a store failed (what was deleted stays
+        deleted)."""
         status = self._pb.DeleteScopeStatus
         scope = request.scope
         async with self._lock:
@@ -854,6 +863,9 @@ class EmbeddedController:
                                                  [(name,) for name in names]):
                         return status(status=status.FAILURE)
                 del self._streams[key]
+            for _scope, name in sorted(k for k in self._kvts if k[0] == scope):
+                if not await self._delete_kvt(scope, name):
+                    return status(status=status.FAILURE)
             self._scopes.discard(scope)
         return status(status=status.SUCCESS)
 
@@ -1185,6 +1197,119 @@ class EmbeddedController:
                 entries.append(pb.TxnResponse(txnId=pb.TxnId(highBits=high, lowBits=low),
                                               status=pb.TxnResponse.Status.Value(txn.state)))
         return pb.ListCompletedTxnResponse(response=entries)
+
+    # ---- RPCs: key-value tables --------------------------------------------------------------
+    # A table's partitions are table segments created at once with keys of the table's total
+    # key length (Java's KVTableMetadataTasks); partition i covers [i/n, (i+1)/n) of the
+    # key-hash range, numbered 0..n-1 in epoch 0 (key-value tables never scale).
+
+    def _kvt_segment_names(self, scope: str, name: str, count: int) -> list[str]:
+        return [segment_name(scope, name + KVTABLE_SUFFIX, i) for i in range(count)]
+
+    @_rpc
+    async def createKeyValueTable(self, request: Any, context: Any) -> Any:
+        """Creates the table and its ``partitionCount`` table segments: SUCCESS, TABLE_EXISTS,
+        SCOPE_NOT_FOUND, INVALID_TABLE_NAME, or FAILURE if a store failed. A partition count
+        outside 1..MAX_SEGMENTS_PER_STREAM, a primary key length < 1, a secondary key length
+        < 0 or keys longer than a fixed-key table segment allows are INVALID_ARGUMENT."""
+        status = self._pb.CreateKeyValueTableStatus
+        scope, name = request.scope, request.kvtName
+        if not _valid_name(name) or name.startswith("_"):
+            return status(status=status.INVALID_TABLE_NAME)
+        count = request.partitionCount
+        key_length = request.primaryKeyLength + request.secondaryKeyLength
+        if not 1 <= count <= MAX_SEGMENTS_PER_STREAM or request.primaryKeyLength < 1 \
+                or request.secondaryKeyLength < 0 or key_length > MAX_FIXED_KEY_LENGTH \
+                or request.rolloverSizeBytes < 0:
+            raise _Abort("INVALID_ARGUMENT",
+                         f"invalid key-value table configuration: partitionCount {count} "
+                         f"(1..{MAX_SEGMENTS_PER_STREAM}), primaryKeyLength "
+                         f"{request.primaryKeyLength} (>= 1), secondaryKeyLength "
+                         f"{request.secondaryKeyLength} (>= 0), total at most "
+                         f"{MAX_FIXED_KEY_LENGTH}, rolloverSizeBytes "
+                         f"{request.rolloverSizeBytes} (>= 0)")
+        async with self._lock:
+            if scope not in self._scopes:
+                return status(status=status.SCOPE_NOT_FOUND)
+            if (scope, name) in self._kvts:
+                return status(status=status.TABLE_EXISTS)
+            if self.segment_admin is not None and not await self._on_stores(
+                    self.segment_admin.create_table_segment,
+                    [(n, key_length) for n in self._kvt_segment_names(scope, name, count)]):
+                return status(status=status.FAILURE)
+            config = self._pb.KeyValueTableConfig()
+            config.CopyFrom(request)
+            self._kvts[(scope, name)] = config
+        return status(status=status.SUCCESS)
+
+    def _existing_kvt(self, info: Any) -> Any:
+        config = self._kvts.get((info.scope, info.kvtName))
+        if config is None:
+            raise _Abort("NOT_FOUND",
+                         f"key-value table {info.scope}/{info.kvtName} does not exist")
+        return config
+
+    @_rpc
+    async def getCurrentSegmentsKeyValueTable(self, request: Any, context: Any) -> Any:
+        """The table's partitions with their key-hash ranges (segment ids name the stream
+        ``<table>``; their segments are ``<table>_kvtable``'s) and a delegation token for
+        them; NOT_FOUND for an unknown table."""
+        config = self._existing_kvt(request)
+        scope, name = request.scope, request.kvtName
+        ranges = [self._pb.SegmentRange(segmentId=self._segment_id_message(scope, name, i),
+                                        minKey=low, maxKey=high)
+                  for i, (low, high) in enumerate(key_ranges(config.partitionCount))]
+        return self._pb.SegmentRanges(
+            segmentRanges=ranges,
+            delegationToken=self._delegation_token(scope, name + KVTABLE_SUFFIX))
+
+    @_rpc
+    async def listKeyValueTablesInScope(self, request: Any, context: Any) -> Any:
+        """A page of the scope's tables (SCOPE_NOT_FOUND for a missing scope); an empty page
+        ends the listing."""
+        pb = self._pb
+        response = pb.KVTablesInScopeResponse
+        scope = request.scope.scope
+        if scope not in self._scopes:
+            return response(status=response.SCOPE_NOT_FOUND)
+        page, token = self._page((name for s, name in self._kvts if s == scope),
+                                 request.continuationToken.token)
+        return response(kvtables=[pb.KeyValueTableInfo(scope=scope, kvtName=n) for n in page],
+                        continuationToken=pb.ContinuationToken(token=token),
+                        status=response.SUCCESS)
+
+    @_rpc
+    async def getKeyValueTableConfiguration(self, request: Any, context: Any) -> Any:
+        """The configuration the table was created with, or TABLE_NOT_FOUND."""
+        response = self._pb.KeyValueTableConfigResponse
+        config = self._kvts.get((request.scope, request.kvtName))
+        if config is None:
+            return response(status=response.TABLE_NOT_FOUND)
+        return response(config=config, status=response.SUCCESS)
+
+    @_rpc
+    async def deleteKeyValueTable(self, request: Any, context: Any) -> Any:
+        """Deletes the table and its segments: SUCCESS, TABLE_NOT_FOUND, or FAILURE if a store
+        failed."""
+        status = self._pb.DeleteKVTableStatus
+        scope, name = request.scope, request.kvtName
+        async with self._lock:
+            if (scope, name) not in self._kvts:
+                return status(status=status.TABLE_NOT_FOUND)
+            if not await self._delete_kvt(scope, name):
+                return status(status=status.FAILURE)
+        return status(status=status.SUCCESS)
+
+    async def _delete_kvt(self, scope: str, name: str) -> bool:
+        """Delete a table's segments, then the table (under the lock); False if a store
+        failed (the table stays)."""
+        config = self._kvts[(scope, name)]
+        if self.segment_admin is not None and not await self._on_stores(
+                self.segment_admin.delete_segment,
+                [(n,) for n in self._kvt_segment_names(scope, name, config.partitionCount)]):
+            return False
+        del self._kvts[(scope, name)]
+        return True
 
     # ---- in-process operations (the scale and truncateStream RPCs call them) ---------------
 

@@ -1101,11 +1101,12 @@ class SegmentStore:
 
     # ---- in-process administration (the cluster's SegmentAdmin) -------------------------------
 
-    def create_segment(self, name: str, kind: str = "stream") -> bool:
-        """Create a segment unless it exists; True if created. Durable on return."""
+    def create_segment(self, name: str, kind: str = "stream", *, key_length: int = 0) -> bool:
+        """Create a segment unless it exists; True if created. Durable on return.
+        ``key_length``: a table segment's fixed key length (0: a hash table)."""
         if name in self.storage:
             return False
-        self.storage.create(name, kind)
+        self.storage.create(name, kind, key_length=key_length)
         self.storage.commit()
         return True
 
