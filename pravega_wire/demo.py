@@ -18,7 +18,7 @@ import os
 import struct
 import sys
 import time
-from typing import Optional
+from typing import Any, Optional
 
 __all__ = ["add_arguments", "run", "run_demo", "DemoError"]
 
@@ -119,7 +119,7 @@ async def run_demo(args: argparse.Namespace) -> dict:
     from .errors import TimeoutError as WireTimeout
     from .pool import ClientConfig, ConnectionPool
 
-    cluster = None
+    cluster: Any = None  # an EmbeddedCluster (in process) or a ChildCluster
     if args.controller:
         controller = _controller_client(args.controller)  # before anything starts
     else:

@@ -146,7 +146,7 @@ def shutdown() -> None:
 
 # ---- the facade --------------------------------------------------------------------------------
 
-_WRAPPERS: Dict[type, type] = {}  # asynchronous class -> its blocking class
+_WRAPPERS: Dict[type, "type[_Blocking]"] = {}  # asynchronous class -> its blocking class
 
 
 def _unwrap(value: Any) -> Any:
