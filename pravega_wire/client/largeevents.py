@@ -40,7 +40,8 @@ from typing import Any, Deque, List, Optional, Tuple
 
 from .. import commands as C
 from ..errors import ConnectionFailedError, InvalidMessageError, TimeoutError, TokenExpiredError
-from ._common import MAX_EVENT_SIZE, RetryPolicy, SegmentLocator, TokenProvider, _endpoint
+from ._common import (MAX_EVENT_SIZE, RetryPolicy, SegmentLocator, TokenProvider, _endpoint,
+                      as_locator)
 from .raw import DEFAULT_REQUEST_TIMEOUT, RawClient, _reply_error, _retryable
 
 __all__ = ["MAX_LARGE_EVENT_SIZE", "CHUNK_SIZE", "CHUNKS_IN_FLIGHT", "write_large_event",
@@ -63,7 +64,7 @@ _RESTART_REPLIES = (C.ConditionalCheckFailed, C.InvalidEventNumber, C.SegmentIsT
 
 def is_large(event: Any) -> bool:
     """Whether ``event`` is bytes-like and over 8 MiB (a large event)."""
-    if type(event) is bytes or type(event) is bytearray:
+    if isinstance(event, (bytes, bytearray)):
         return len(event) > MAX_EVENT_SIZE
     return isinstance(event, memoryview) and event.nbytes > MAX_EVENT_SIZE
 
@@ -99,17 +100,19 @@ class _Restart(ConnectionFailedError):
     """The transient segment cannot be completed: start again on a new one."""
 
 
-async def write_large_event(pool: Any, locator: SegmentLocator, segment: str, event: bytes, *,
+async def write_large_event(pool: Any, where: Any, segment: str, event: bytes, *,
                             writer_id: uuid.UUID, token_provider: TokenProvider,
                             retry: RetryPolicy = RetryPolicy(),
                             timeout: float = DEFAULT_REQUEST_TIMEOUT,
                             window: int = CHUNKS_IN_FLIGHT) -> int:
     """Write ``event`` (bytes, any size up to :data:`MAX_LARGE_EVENT_SIZE`) to ``segment``
-    through a transient segment; returns the segment's length after the merge. Raises
+    through a transient segment; returns the segment's length after the merge. ``where`` is
+    what a SegmentWriter takes (a locator, an endpoint or a function). Raises
     SegmentSealedError, NoSuchSegmentError, AuthenticationError, ServerError (no large-event
     support) or RetriesExhaustedError."""
     if type(window) is not int or window < 1:
         raise ValueError(f"window must be an int >= 1, not {window!r}")
+    locator: SegmentLocator = as_locator(where)
     chunks = _chunks(event)
     expired = False
 
