@@ -167,6 +167,7 @@ async def test_sealed_target_fails_the_writer_with_every_event_unwritten():
             writer.write_nowait(big)
         await writer.close()
         assert await _read_all(pool, endpoint, SEGMENT, 1) == [b"stored"]
+        assert _transients(cluster) == []  # deleted when its merge was refused
 
 
 async def test_a_store_crash_between_chunks_leaves_the_event_whole_or_absent(tmp_path):

@@ -16,8 +16,8 @@ One attempt, on one flow (a :class:`~pravega_wire.client.raw.RawClient`):
 
 Connection failures (a store that crashes between chunks), WrongHost, expired tokens and
 replies that mean the transient segment is not as this attempt left it restart the whole sequence on a new transient
-segment, with the retry policy's backoff; the abandoned transient segment is deleted by the
-store with its connection. A sealed or missing target, a rejected token, or a store without
+segment, with the retry policy's backoff; the store deletes an abandoned transient segment
+with its connection, and one whose merge was refused is deleted (DeleteSegment) at once. A sealed or missing target, a rejected token, or a store without
 large-event support end the write with a typed error.
 
 As in Java, a merge whose reply is lost (the connection drops after the store merged) is
@@ -143,6 +143,20 @@ async def _write_once(client: RawClient, parent: str, chunks: List[Tuple[int, An
                                    parent_segment=parent, delegation_token=token)
     _expect(created, C.SegmentCreated, parent, None)
     name = created.segment
+    try:
+        return await _fill_and_merge(client, parent, name, chunks, writer_id, token, window)
+    except Exception:
+        if not client.closed:  # a refused merge (sealed target...): do not leave it behind
+            try:
+                await client.request(C.DeleteSegment, segment=name, delegation_token=token)
+            except Exception as e:  # noqa: BLE001 - best effort: the store drops it with the
+                log.debug("could not delete %s: %r", name, e)  # connection anyway
+        raise
+
+
+async def _fill_and_merge(client: RawClient, parent: str, name: str,
+                          chunks: List[Tuple[int, Any]], writer_id: uuid.UUID, token: str,
+                          window: int) -> int:
     setup = await client.request(C.SetupAppend, writer_id=writer_id, segment=name,
                                  delegation_token=token)
     _expect(setup, C.AppendSetup, parent, name)
