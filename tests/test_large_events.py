@@ -18,7 +18,7 @@ from pravega_wire.client import (EventWriterConfig, MetadataClient, RetryPolicy,
 from pravega_wire.client import largeevents
 from pravega_wire.client.largeevents import CHUNK_SIZE, _write_once, write_large_event
 from pravega_wire.client.reader import EndOfSegment
-from pravega_wire.errors import (InvalidMessageError, RetriesExhaustedError, SegmentSealedError,
+from pravega_wire.errors import (ConnectionClosedError, InvalidMessageError, RetriesExhaustedError, SegmentSealedError,
                                  TimeoutError)
 from pravega_wire.pool import ConnectionPool
 from pravega_wire.server import EmbeddedCluster
@@ -86,6 +86,31 @@ async def test_large_event_between_small_events_keeps_the_order():
         assert [len(e) for e in events] == [len(e) for e in expected]
         assert events == expected
         assert _transients(cluster) == []  # merged, none left behind
+
+
+async def test_close_writes_the_large_events_still_queued():
+    async with EmbeddedCluster(1, controller=False) as cluster, ConnectionPool() as pool:
+        endpoint = await _setup(cluster, pool)
+        big = _big(9 * MIB)
+        writer = SegmentWriter(pool, endpoint, SEGMENT)
+        writer.write_nowait(big)
+        writer.write_nowait(b"after")
+        await writer.close()
+        assert writer.acked_events == 2
+        assert await _read_all(pool, endpoint, SEGMENT, 2) == [big, b"after"]
+
+
+async def test_close_without_flush_hands_back_the_large_event():
+    async with EmbeddedCluster(1, controller=False) as cluster, ConnectionPool() as pool:
+        endpoint = await _setup(cluster, pool)
+        big = _big(9 * MIB)
+        writer = SegmentWriter(pool, endpoint, SEGMENT)
+        merged = writer.write_acked(big)
+        writer.write_nowait(b"after")
+        await writer.close(flush=False)
+        with pytest.raises(ConnectionClosedError) as closed:
+            merged.result()
+        assert closed.value.unacknowledged == [big, b"after"]
 
 
 async def test_the_sequence_on_the_wire():

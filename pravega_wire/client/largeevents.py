@@ -210,7 +210,6 @@ class LargeEventGate:
         #: ``(large event, future)`` or ``(data, count, size, future)``, in write order.
         self._queue: Deque[tuple] = collections.deque()
         self._task: Optional[asyncio.Task] = None
-        self._idle: Optional[asyncio.Future] = None
 
     def add_large(self, event: bytes, future: Optional[asyncio.Future]) -> None:
         self._queue.append((event, future))

@@ -368,7 +368,7 @@ class SegmentWriter:
         if self._state is _CLOSED:
             return
         try:
-            if flush and self._state is not _FAILED and self._inflight:
+            if flush and self._state is not _FAILED and (self._inflight or self._large):
                 await self.flush(timeout=timeout)
         finally:
             if self._state is not _CLOSED:
@@ -474,7 +474,10 @@ class SegmentWriter:
         that cannot be re-established fails the writer within ``retry.worst_case_wait() +
         retry.attempts * setup_timeout``)."""
         if self._large is not None:
+            start = self._loop.time()
             await self._large.wait(timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (self._loop.time() - start))
         await self._flush_appends(timeout)
 
     def _write_large(self, event: Any, future: Any) -> None:
