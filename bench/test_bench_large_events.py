@@ -18,21 +18,12 @@ import os
 
 import pytest
 
-from test_bench_clients import _Cpu, _Env, _record
+from test_bench_clients import _Cpu, _record, env  # noqa: F401 - env: its fixture
 
 MIB = 1024 * 1024
 ROUND_BYTES = 64 * MIB
 ROUNDS = 5
 SIZES = {"1MiB-events": MIB, "large-9MiB": 9 * MIB, "large-32MiB": 32 * MIB}
-
-
-@pytest.fixture(scope="module")
-def env():
-    environment = _Env()
-    try:
-        yield environment
-    finally:
-        environment.close()
 
 
 async def _write(writer, event: bytes, count: int) -> None:
