@@ -368,7 +368,8 @@ class SegmentWriter:
         if self._state is _CLOSED:
             return
         try:
-            if flush and self._state is not _FAILED and (self._inflight or self._large):
+            pending = bool(self._inflight) or self._large is not None
+            if flush and self._state is not _FAILED and pending:
                 await self.flush(timeout=timeout)
         finally:
             if self._state is not _CLOSED:
@@ -472,7 +473,8 @@ class SegmentWriter:
         ended the writer. ``timeout`` bounds the wait (TimeoutError; the events stay in flight);
         without one the wait is bounded by ``ack_timeout`` and the retry policy (a connection
         that cannot be re-established fails the writer within ``retry.worst_case_wait() +
-        retry.attempts * setup_timeout``)."""
+        retry.attempts * setup_timeout``). Large events written so far are merged first
+        (each bounded by the retry policy and ``setup_timeout`` per request)."""
         if self._large is not None:
             start = self._loop.time()
             await self._large.wait(timeout)
