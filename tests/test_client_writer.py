@@ -12,6 +12,7 @@ import pytest
 
 from pravega_wire import commands as C
 from pravega_wire.appends import Append
+from pravega_wire.client import largeevents
 from pravega_wire.client._common import MAX_EVENT_SIZE, RetryPolicy
 from pravega_wire.client.writer import MAX_BATCH_SIZE, EventWriterConfig, SegmentWriter
 from pravega_wire.errors import (AuthenticationError, ConnectionClosedError,
@@ -670,12 +671,15 @@ async def test_batch_is_one_append_numbered_by_its_last_event(cluster):
 
 
 @pytest.mark.asyncio
-async def test_event_and_batch_size_limits(cluster):
+async def test_event_and_batch_size_limits(cluster, monkeypatch):
+    # Over 8 MiB an event is a large event (tests/test_large_events.py), up to 1 GiB: a
+    # smaller large-event limit here keeps the test's memory small.
+    monkeypatch.setattr(largeevents, "MAX_LARGE_EVENT_SIZE", MAX_EVENT_SIZE + 1)
     writer, pool = await start(cluster)
     with pytest.raises(InvalidMessageError):
-        writer.write_nowait(b"\0" * (MAX_EVENT_SIZE + 1))
+        writer.write_nowait(b"\0" * (MAX_EVENT_SIZE + 2))
     with pytest.raises(InvalidMessageError):
-        writer.write_acked(bytearray(MAX_EVENT_SIZE + 1))
+        writer.write_acked(bytearray(MAX_EVENT_SIZE + 2))
     with pytest.raises(InvalidMessageError):
         writer.write_batch_nowait([b"\0" * MAX_EVENT_SIZE, b"\0" * MAX_EVENT_SIZE])
     with pytest.raises(TypeError):

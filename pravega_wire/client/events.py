@@ -198,9 +198,11 @@ class EventStreamWriter:
     # ---- writing ---------------------------------------------------------------------------
 
     async def write(self, event: Any, routing_key: str | None = None) -> SegmentWithRange:
-        """Write one event (bytes-like, at most 8 MiB), waiting while its segment writer has
-        too many bytes unacknowledged; returns the segment it went to. Does not wait for the
-        acknowledgement (:meth:`flush` does)."""
+        """Write one event (bytes-like; over 8 MiB, up to 1 GiB, it is a large event, written
+        through a transient segment: :mod:`.largeevents`), waiting while its segment writer has
+        too many bytes unacknowledged or a large event in progress; returns the segment it went
+        to. Does not wait for the acknowledgement (:meth:`flush` does). A large event refused
+        by a sealed segment is written again, whole, to the successor of its routing key."""
         if self._closed:
             raise ConnectionClosedError(f"the writer for {self.scope}/{self.stream} is closed")
         router = self._router or await self._routes()

@@ -40,6 +40,7 @@ from ..errors import (AuthenticationError, ConnectionClosedError, ConnectionFail
                       WrongHostError)
 from ._common import (MAX_EVENT_SIZE, FlowListener, RetryPolicy, SegmentLocator, TokenProvider,
                       as_locator, event_bytes, no_token, open_flow)
+from .largeevents import LargeEventGate, is_large, large_event_bytes
 
 __all__ = ["EventWriterConfig", "SegmentWriter", "LatencyHistogram", "MAX_EVENT_SIZE",
            "MAX_BATCH_SIZE"]
@@ -184,6 +185,19 @@ class LatencyHistogram:
                 f"p99={self.percentile(0.99):.6f}>")
 
 
+def split_events(data: bytes, count: int) -> List[bytes]:
+    """The payloads of an append of ``count`` events: ``data`` itself for one event, the
+    payloads of its Event records for a batch."""
+    if count == 1:
+        return [data]
+    view, pos, events = memoryview(data), 0, []
+    for _ in range(count):
+        n = _EVENT_HEADER.unpack_from(view, pos)[1]
+        events.append(bytes(view[pos + 8:pos + 8 + n]))
+        pos += 8 + n
+    return events
+
+
 # What is in flight, in order, is a deque of two kinds of entries:
 #
 # * a tuple (event number, event count, data, future or None, sent at) for an append with a
@@ -274,6 +288,7 @@ class SegmentWriter:
         self._writable: Optional[asyncio.Future] = None
         self._watchdog: Optional[asyncio.TimerHandle] = None
         self._token_expired = False
+        self._large: Any = None  # a largeevents.LargeEventGate while large events are written
         self._record = config.record_latency
         #: Acknowledgement latencies, counted when ``config.record_latency`` is set.
         self.latency = LatencyHistogram()
@@ -353,7 +368,8 @@ class SegmentWriter:
         if self._state is _CLOSED:
             return
         try:
-            if flush and self._state is not _FAILED and self._inflight:
+            pending = bool(self._inflight) or self._large is not None
+            if flush and self._state is not _FAILED and pending:
                 await self.flush(timeout=timeout)
         finally:
             if self._state is not _CLOSED:
@@ -368,8 +384,12 @@ class SegmentWriter:
 
     def write_nowait(self, event: Any) -> None:
         """Write one event without waiting (no Future is created); ``flush()`` waits for it.
-        ``event`` is bytes-like, at most 8 MiB."""
+        ``event`` is bytes-like; one over 8 MiB (up to 1 GiB) is a large event
+        (:mod:`.largeevents`)."""
         if type(event) is not bytes or len(event) > MAX_EVENT_SIZE:
+            if is_large(event):
+                self._write_large(event, None)
+                return
             event = event_bytes(event)
         payloads = self._run_payloads
         send = self._append_event
@@ -393,8 +413,11 @@ class SegmentWriter:
     def write_acked(self, event: Any) -> "asyncio.Future[None]":
         """Write one event; the Future resolves (to None) when it is acknowledged, or fails
         with the error that ended the writer."""
-        event = event_bytes(event)
         future = self._loop.create_future()
+        if is_large(event):
+            self._write_large(event, future)
+            return future
+        event = event_bytes(event)
         self._enqueue(event, 1, len(event) + 8, future)
         return future
 
@@ -423,8 +446,14 @@ class SegmentWriter:
 
     async def write(self, event: Any) -> None:
         """Write one event, first waiting while more than ``max_inflight_bytes`` are
-        unacknowledged (backpressure). Does not wait for the acknowledgement."""
+        unacknowledged, or a large event is being written (backpressure). Does not wait for
+        the acknowledgement."""
+        if self._large is not None:
+            await self._large.wait()
         if type(event) is not bytes or len(event) > MAX_EVENT_SIZE:
+            if is_large(event):
+                self._write_large(event, None)
+                return
             event = event_bytes(event)
         if self._inflight_bytes > self.config.max_inflight_bytes:
             self._close_block()  # what waits for room goes out now, not at the batch timeout
@@ -444,7 +473,26 @@ class SegmentWriter:
         ended the writer. ``timeout`` bounds the wait (TimeoutError; the events stay in flight);
         without one the wait is bounded by ``ack_timeout`` and the retry policy (a connection
         that cannot be re-established fails the writer within ``retry.worst_case_wait() +
-        retry.attempts * setup_timeout``)."""
+        retry.attempts * setup_timeout``). Large events written so far are merged first
+        (each bounded by the retry policy and ``setup_timeout`` per request)."""
+        if self._large is not None:
+            start = self._loop.time()
+            await self._large.wait(timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (self._loop.time() - start))
+        await self._flush_appends(timeout)
+
+    def _write_large(self, event: Any, future: Any) -> None:
+        """An event over 8 MiB: written through a transient segment once the writes before it
+        are acknowledged; the writes after it wait for its merge (:class:`.LargeEventGate`)."""
+        event = large_event_bytes(event)
+        self._raise_if_failed()
+        if self._large is None:
+            self._large = LargeEventGate(self)
+            self._run_payloads = self._run_sent = None  # write_nowait: through _enqueue
+        self._large.add_large(event, future)
+
+    async def _flush_appends(self, timeout: Optional[float] = None) -> None:
         self._raise_if_failed()
         if not self._inflight:
             return
@@ -471,6 +519,9 @@ class SegmentWriter:
         state = self._state
         if state is not _READY and state is not _CONNECTING:
             self._raise_if_failed()
+        if self._large is not None:  # after a large event: held until it is merged
+            self._large.hold(data, count, size, future)
+            return
         number = self._next_event_number + count
         self._next_event_number = number
         inflight = self._inflight
@@ -807,6 +858,8 @@ class SegmentWriter:
             if future is not None and not future.done():
                 future.set_exception(error)
                 future.exception()  # the caller may have dropped it: no "never retrieved"
+        if self._large is not None:
+            self._large.abort(error)
         waiters = (self._drained, self._writable, self._setup)
         self._drained = self._writable = self._setup = None
         for waiter in waiters:
@@ -822,15 +875,7 @@ class SegmentWriter:
                 events.extend(entry.pending())
                 continue
             count, data = entry[_COUNT], entry[_DATA]
-            if count == 1:
-                events.append(data)
-                continue
-            view = memoryview(data)
-            pos = 0
-            for _ in range(count):
-                n = _EVENT_HEADER.unpack_from(view, pos)[1]
-                events.append(bytes(view[pos + 8:pos + 8 + n]))
-                pos += 8 + n
+            events.extend(split_events(data, count))
         return events
 
     def _raise_if_failed(self) -> None:

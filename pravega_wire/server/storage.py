@@ -699,6 +699,11 @@ class Storage:
         removals: dict[int, list[tuple[int, list[bytes]]]] = {}
         for record in records:
             self._replay(record, removals)
+        for segment in [s for s in self._segments.values() if s.kind == TRANSIENT]:
+            # A transient segment lives only as long as the connection that created it (it is
+            # merged or deleted with it); no connection survives a restart.
+            del self._segments[segment.name]
+            del self._by_id[segment.file_id]
         for segment in list(self._segments.values()):
             data = journal.load_data(segment.file_id, segment.start_offset, segment.length)
             segment._load(data, segment.start_offset)
