@@ -12,7 +12,10 @@ import pytest_asyncio
 
 pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
-from pravega_wire.client.controller import ControllerClient, StreamCut  # noqa: E402
+from pravega_wire.client.controller import (  # noqa: E402
+    ControllerClient, ControllerError, InvalidNameError, ReaderGroupRecord, ScopeNotFoundError,
+    StreamCut,
+)
 from pravega_wire.client.events import EventStreamWriter  # noqa: E402
 from pravega_wire.client.readergroup import (  # noqa: E402
     CheckpointError, EventStreamReader, ReaderGroupConfig, ReaderGroupError,
@@ -310,3 +313,31 @@ async def test_deleting_a_group_takes_its_state_away(env):
     assert not await groups.delete_reader_group("g")
     with pytest.raises(ReaderGroupError):
         await groups.get_reader_group("g")
+
+
+async def test_the_controller_records_the_group_its_generation_and_its_deletion(env):
+    ctl, pool, groups = env
+    await ctl.create_stream("sc", "st", 2)
+    cut = StreamCut("sc", "st", {0: 0, 1: 0})
+    await groups.create_reader_group("g", config(cut, group_refresh_time=0.5))
+    record = await ctl.get_reader_group_config("sc", "g")
+    assert record is not None and record.reader_group_id and record.generation == 0
+    assert record.start == (cut,) and record.group_refresh_time_ms == 500
+    again = await ctl.create_reader_group(record)  # an existing group is left as it is
+    assert again == record
+    group = await groups.get_reader_group("g")
+    await group.reset_reader_group(config("sc/st"))
+    reset = await ctl.get_reader_group_config("sc", "g")
+    assert reset.generation == 1 and reset.reader_group_id == record.reader_group_id
+    assert reset.start == (StreamCut("sc", "st", {}),)
+    with pytest.raises(ControllerError) as stale:
+        await ctl.update_reader_group(record)  # generation 0 is stale now
+    assert stale.value.status == "INVALID_CONFIG"
+    assert await ctl.get_reader_group_config("sc", "g", reader_group_id="other") is None
+    with pytest.raises(ScopeNotFoundError):
+        await groups.controller.create_reader_group(
+            ReaderGroupRecord("nowhere", "g", start=(cut,)))
+    with pytest.raises(InvalidNameError):
+        await groups.create_reader_group("bad name!", config("sc/st"))
+    assert await groups.delete_reader_group("g")
+    assert await ctl.get_reader_group_config("sc", "g") is None

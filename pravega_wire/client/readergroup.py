@@ -60,7 +60,9 @@ from typing import Any
 from .. import commands as C
 from ..errors import PravegaWireError, SegmentTruncatedError
 from ..pool import ClientConfig, ConnectionPool
-from .controller import ControllerClient, StreamCut, parse_segment_name, segment_name
+from .controller import (
+    ControllerClient, ReaderGroupRecord, StreamCut, parse_segment_name, segment_name,
+)
 from .raw import MetadataClient, _SegmentClientBase
 from .reader import EndOfSegment, SegmentReader
 
@@ -147,6 +149,21 @@ class ReaderGroupConfig:
 
     def stream_names(self) -> list[str]:
         return [s if isinstance(s, str) else f"{s.scope}/{s.stream}" for s in self.streams]
+
+    def to_record(self, scope: str, group: str, **identity: Any) -> ReaderGroupRecord:
+        """The controller's record of this configuration (``readerGroupId``, ``generation``
+        in ``identity``); a stream read from its head has an empty start cut."""
+        def start(s: str | StreamCut) -> StreamCut:
+            if isinstance(s, StreamCut):
+                return s
+            stream_scope, stream = s.split("/", 1)
+            return StreamCut(stream_scope, stream, {})
+        interval = self.automatic_checkpoint_interval
+        return ReaderGroupRecord(
+            scope, group, group_refresh_time_ms=round(self.group_refresh_time * 1000),
+            automatic_checkpoint_interval_ms=-1 if interval is None else round(interval * 1000),
+            max_outstanding_checkpoints=self.max_outstanding_checkpoints,
+            start=tuple(start(s) for s in self.streams), end=tuple(self.end), **identity)
 
     def to_json(self) -> dict[str, Any]:
         def cut(c: StreamCut) -> dict[str, Any]:
@@ -395,7 +412,10 @@ class ReaderGroupManager:
 
     async def create_reader_group(self, group: str, config: ReaderGroupConfig) -> bool:
         """Create the group reading ``config``'s streams from their start cuts (True), or
-        leave an existing group as it is (False)."""
+        leave an existing group as it is (False). The controller records it first
+        (``createReaderGroup``: ScopeNotFoundError, InvalidNameError), then its state is
+        created."""
+        await self.controller.create_reader_group(config.to_record(self.scope, group))
         table = _StateTable(self.pool, self.controller)
         try:
             segment = state_segment_name(self.scope, group)
@@ -418,11 +438,12 @@ class ReaderGroupManager:
         return opened
 
     async def delete_reader_group(self, group: str) -> bool:
-        """Delete the group's state (its readers fail at their next refresh): True if it
-        existed."""
+        """Delete the group from the controller and its state (its readers fail at their
+        next refresh): True if it existed."""
+        recorded = await self.controller.delete_reader_group(self.scope, group)
         table = _StateTable(self.pool, self.controller)
         try:
-            return await table.delete(state_segment_name(self.scope, group))
+            return await table.delete(state_segment_name(self.scope, group)) or recorded
         finally:
             await table.close()
 
@@ -554,6 +575,11 @@ class ReaderGroup:
         current = await self.state()
         config = config or ReaderGroupConfig.from_json(current["config"])
         fresh = await _start_state(self.controller, config)
+        record = await self.controller.get_reader_group_config(self.scope, self.name)
+        if record is not None:  # the controller's record follows (a new generation)
+            await self.controller.update_reader_group(config.to_record(
+                self.scope, self.name, reader_group_id=record.reader_group_id,
+                generation=record.generation))
 
         def change(state: dict[str, Any]) -> bool:
             readers = {r: {"segments": {}, "seen": info["seen"]}
