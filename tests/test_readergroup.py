@@ -341,3 +341,19 @@ async def test_the_controller_records_the_group_its_generation_and_its_deletion(
         await groups.create_reader_group("bad name!", config("sc/st"))
     assert await groups.delete_reader_group("g")
     assert await ctl.get_reader_group_config("sc", "g") is None
+
+
+async def test_a_group_opened_before_its_readers_joined_declares_one_offline_at_once(env):
+    ctl, pool, groups = env
+    await ctl.create_stream("sc", "st", 4)
+    await groups.create_reader_group("g", config("sc/st"))
+    group = await groups.get_reader_group("g")  # its copy of the state has no readers
+    readers = [await group.create_reader(f"r{i}") for i in range(2)]
+    while sorted(len(r.segments) for r in readers) != [2, 2]:
+        await asyncio.gather(*(r.read_next_event(timeout=REFRESH) for r in readers))
+    assert await group.reader_offline("r0")
+    assert await group.online_readers() == ["r1"]
+    while len(readers[1].segments) < 4:
+        await readers[1].read_next_event(timeout=REFRESH)
+    await readers[1].close()
+    await readers[0]._release_all()

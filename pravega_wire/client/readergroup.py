@@ -59,6 +59,7 @@ from typing import Any
 
 from .. import commands as C
 from ..errors import PravegaWireError, SegmentTruncatedError
+from ..errors import TimeoutError as _ReadTimeout
 from ..pool import ClientConfig, ConnectionPool
 from .controller import (
     ControllerClient, ReaderGroupRecord, StreamCut, parse_segment_name, segment_name,
@@ -76,6 +77,7 @@ STATE_KEY = b"state"
 STATE_FORMAT = 1
 #: Completed checkpoints the state keeps (the oldest are forgotten).
 KEPT_CHECKPOINTS = 10
+_TIMEOUTS = (asyncio.TimeoutError, _ReadTimeout)
 #: Seconds between looks at the state while :meth:`ReaderGroup.initiate_checkpoint` waits.
 CHECKPOINT_POLL = 0.05
 
@@ -281,20 +283,28 @@ class _Synchronizer:
 
     async def update(self, change: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """Apply ``change`` (which edits the state in place and returns whether it changed
-        anything) to the latest state and write it conditionally, again on a conflict."""
-        if self._raw is None:
+        anything) to the latest state and write it conditionally, again on a conflict. The
+        cached copy is tried first (a conflict tells if it is stale); "no change" counts only
+        on a copy fetched by this call."""
+        fresh = self._raw is None
+        if fresh:
             await self.fetch()
         while True:
             assert self._raw is not None
             state = json.loads(self._raw)
             if not change(state):
-                return state
+                if fresh:
+                    return state
+                await self.fetch()
+                fresh = True
+                continue
             raw = json.dumps(state, separators=(",", ":"), sort_keys=True).encode()
             version = await self._table.put(self.segment, STATE_KEY, raw, self._version)
             if version is not None:
                 self._version, self._raw = version, raw
                 return state
             await self.fetch()
+            fresh = True
 
 
 # ---- the state's rules (pure functions of the JSON state) --------------------------------------
@@ -689,42 +699,67 @@ class EventStreamReader:
                 name, self._checkpoint = self._checkpoint, None
                 self._to_ack = name
                 return EventRead(None, self.position(), checkpoint_name=name)
-            tasks = {}
-            for name, owned in self._owned.items():
-                if owned.task is None:
-                    owned.start = owned.reader.offset
-                    owned.task = asyncio.ensure_future(owned.reader.read_event())
-                tasks[owned.task] = name
-            wait = self._next_refresh - loop.time()
-            if deadline is not None:
-                if deadline <= loop.time():
-                    return EventRead(None, self.position())
-                wait = min(wait, deadline - loop.time())
-            if not tasks:
-                await asyncio.sleep(max(0.0, wait))  # nothing owned: wait for the next look
-                continue
-            done, _ = await asyncio.wait(tasks, timeout=max(0.0, wait),
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                continue
-            # Take the finished reads in turn, so no segment starves another.
-            names = sorted(tasks[t] for t in done)
-            name = names[self._rotation % len(names)]
-            self._rotation += 1
-            owned = self._owned[name]
-            task, owned.task = owned.task, None
-            assert task is not None
-            try:
-                event = task.result()
-            except EndOfSegment:
+            outcome = await self._buffered_event()
+            if outcome is None:
+                tasks = {}
+                for name, owned in self._owned.items():
+                    if owned.task is None:
+                        owned.start = owned.reader.offset
+                        owned.task = asyncio.ensure_future(owned.reader.read_event())
+                    tasks[owned.task] = name
+                wait = self._next_refresh - loop.time()
+                if deadline is not None:
+                    if deadline <= loop.time():
+                        return EventRead(None, self.position())
+                    wait = min(wait, deadline - loop.time())
+                if not tasks:
+                    await asyncio.sleep(max(0.0, wait))  # nothing owned: wait for the next look
+                    continue
+                done, _ = await asyncio.wait(tasks, timeout=max(0.0, wait),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    continue
+                # Take the finished reads in turn, so no segment starves another.
+                names = sorted(tasks[t] for t in done)
+                name = names[self._rotation % len(names)]
+                self._rotation += 1
+                task, self._owned[name].task = self._owned[name].task, None
+                assert task is not None
+                error = task.exception()
+                outcome = (name, None if error else task.result(), error)
+            name, event, error = outcome
+            if isinstance(error, EndOfSegment):
                 await self._complete(name)
                 self._next_refresh = 0.0  # take successors (or other segments) at once
                 continue
-            except SegmentTruncatedError as truncated:
-                await self._reopen(name, truncated.start_offset)
+            if isinstance(error, SegmentTruncatedError):
+                await self._reopen(name, error.start_offset)
                 continue
+            if error is not None:
+                raise error
+            owned = self._owned[name]
             owned.delivered = owned.reader.offset
             return EventRead(event, self.position(), name, owned.start)
+
+    async def _buffered_event(self) -> tuple[str, Any, BaseException | None] | None:
+        """``(segment, event, error)`` from a segment whose reader has a whole event (or its
+        end) at hand without waiting, taking the segments in turn; None if none has."""
+        owned_items = list(self._owned.items())
+        count = len(owned_items)
+        for i in range(count):
+            name, owned = owned_items[(self._rotation + i) % count]
+            if owned.task is not None or owned.reader.buffered < 8:
+                continue
+            owned.start = owned.reader.offset
+            try:
+                event = await owned.reader.read_event(timeout=0)
+            except _TIMEOUTS:
+                continue  # only part of the event is there: the reader goes on fetching
+            except Exception as error:  # noqa: BLE001 (handled as a finished read's)
+                return name, None, error
+            self._rotation += 1
+            return name, event, None
+        return None
 
     # ---- the state -------------------------------------------------------------------------
 
