@@ -27,6 +27,7 @@ from pravega_wire.client.readergroup import (  # noqa: E402
 )
 from pravega_wire.pool import ClientConfig, ConnectionPool  # noqa: E402
 from pravega_wire.server import EmbeddedCluster  # noqa: E402
+from test_readergroup import in_key_order  # noqa: E402
 
 pytestmark = pytest.mark.asyncio
 
@@ -86,15 +87,6 @@ async def wait_until(changed: asyncio.Condition, predicate, what: str) -> None:
         await asyncio.wait_for(wait(), WAIT)
     except asyncio.TimeoutError:
         raise AssertionError(f"not within {WAIT} s: {what}") from None
-
-
-def in_key_order(events: list[tuple[int, int]]) -> bool:
-    last: dict[int, int] = {}
-    for key, sequence in events:
-        if last.get(key, -1) >= sequence:
-            return False
-        last[key] = sequence
-    return True
 
 
 async def write(writer: EventStreamWriter, sequences: range) -> set[tuple[int, int]]:

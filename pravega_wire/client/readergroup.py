@@ -64,6 +64,7 @@ from ..pool import ClientConfig, ConnectionPool
 from .controller import (
     ControllerClient, ReaderGroupRecord, StreamCut, parse_segment_name, segment_name,
 )
+from .manager import controller_client
 from .raw import MetadataClient, _SegmentClientBase
 from .reader import EndOfSegment, SegmentReader
 
@@ -393,12 +394,7 @@ class ReaderGroupManager:
     def __init__(self, scope: str, controller: str | ControllerClient, *,
                  pool: ConnectionPool | None = None, **options: Any):
         self.scope = scope
-        if isinstance(controller, ControllerClient):
-            if options:
-                raise TypeError("controller options go with a URI, not a ControllerClient")
-            self.controller, self._owns_controller = controller, False
-        else:
-            self.controller, self._owns_controller = ControllerClient(controller, **options), True
+        self.controller, self._owns_controller = controller_client(controller, options)
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else ConnectionPool(ClientConfig())
         self._groups: list[ReaderGroup] = []
