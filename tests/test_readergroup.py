@@ -357,3 +357,55 @@ async def test_a_group_opened_before_its_readers_joined_declares_one_offline_at_
         await readers[1].read_next_event(timeout=REFRESH)
     await readers[1].close()
     await readers[0]._release_all()
+
+
+async def test_unread_bytes_and_stream_cuts_follow_the_checkpoints(env):
+    ctl, pool, groups = env
+    await ctl.create_stream("sc", "st", 2)
+    await write(pool, ctl, "st", range(KEYS), range(10))  # 160 events of 8 + 8 bytes
+    await groups.create_reader_group("g", config("sc/st"))
+    group = await groups.get_reader_group("g")
+    assert await group.unread_bytes() == 160 * 16
+    cuts = await group.generate_stream_cuts()
+    assert cuts["sc/st"].positions == {0: 0, 1: 0}
+    reader = await group.create_reader("r")
+    got: dict = {}
+    await read_until([reader], 160, got)
+    checkpoint = asyncio.ensure_future(group.initiate_checkpoint("all-read", timeout=20))
+    while not (await reader.read_next_event(timeout=REFRESH)).is_checkpoint:
+        pass
+    await reader.read_next_event(timeout=REFRESH)  # records the position
+    done = await asyncio.wait_for(checkpoint, 20)
+    assert sum(done.stream_cuts["sc/st"].positions.values()) == 160 * 16
+    assert await group.unread_bytes() == 0
+    assert (await group.generate_stream_cuts())["sc/st"] == done.stream_cuts["sc/st"]
+    await reader.close()
+
+
+async def test_automatic_checkpoints_and_the_limit_on_outstanding_ones(env):
+    ctl, pool, groups = env
+    await ctl.create_stream("sc", "st", 1)
+    await write(pool, ctl, "st", range(2), range(3))
+    await groups.create_reader_group("auto", config("sc/st", automatic_checkpoint_interval=0.2))
+    group = await groups.get_reader_group("auto")
+    reader = await group.create_reader("r")
+    names = []
+    while len(names) < 2:
+        read = await asyncio.wait_for(reader.read_next_event(timeout=REFRESH), 10)
+        if read.is_checkpoint:
+            names.append(read.checkpoint_name)
+    assert all(name.startswith("auto-") for name in names) and names[0] != names[1]
+    await reader.close()
+
+    await groups.create_reader_group("one", config("sc/st", max_outstanding_checkpoints=1))
+    group = await groups.get_reader_group("one")
+    idle = await group.create_reader("idle")  # never reads: the checkpoint stays pending
+    with pytest.raises(CheckpointError, match="did not complete"):
+        await group.initiate_checkpoint("first", timeout=0)  # started, still pending
+    with pytest.raises(CheckpointError, match="max_outstanding_checkpoints"):
+        await group.initiate_checkpoint("second")
+    assert (await idle.read_next_event(timeout=1)).checkpoint_name == "first"
+    await idle.read_next_event(timeout=REFRESH)
+    state = await group.state()
+    assert not state["checkpoints"] and state["done_checkpoints"][-1]["name"] == "first"
+    await idle.close()
