@@ -42,7 +42,7 @@ __all__ = [
     "ScalingPolicy", "RetentionPolicy", "StreamConfiguration", "StreamCut", "Transaction",
     "ControllerClient", "transaction_segment_name", "segment_name", "parse_segment_name",
     "murmur3_x64_128", "hash_routing_key", "segment_for_key", "KeyValueTableConfiguration",
-    "KeyValueTableNotFoundError",
+    "KeyValueTableNotFoundError", "ReaderGroupRecord",
 ]
 
 #: Default bound, in seconds, on each controller call.
@@ -288,6 +288,24 @@ class Transaction:
         """Transaction segment name by segment id."""
         return {s.segment_id: transaction_segment_name(s.name, self.txn_id)
                 for s in self.segments}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderGroupRecord:
+    """A reader group as the controller keeps it (Java's ``ReaderGroupConfig`` with its id and
+    generation): times in milliseconds; ``start`` and ``end`` StreamCuts (an empty
+    ``positions``: the stream's head, or no end)."""
+
+    scope: str
+    group: str
+    group_refresh_time_ms: int = 3000
+    automatic_checkpoint_interval_ms: int = 30000
+    max_outstanding_checkpoints: int = 3
+    retention_type: int = 0
+    start: tuple[StreamCut, ...] = ()
+    end: tuple[StreamCut, ...] = ()
+    reader_group_id: str = ""
+    generation: int = 0
 
 
 # ---- routing-key hash ------------------------------------------------------------------------
@@ -835,6 +853,90 @@ class ControllerClient:
         return {txn_id_from_bits(entry.txnId.highBits, entry.txnId.lowBits):
                 _enum_name(names, entry.status)
                 for entry in reply.response}
+
+    # ---- reader groups -----------------------------------------------------------------------
+
+    def _reader_group_message(self, record: ReaderGroupRecord) -> Any:
+        pb = self._pb
+        return pb.ReaderGroupConfiguration(
+            scope=record.scope, readerGroupName=record.group,
+            groupRefreshTimeMillis=record.group_refresh_time_ms,
+            automaticCheckpointIntervalMillis=record.automatic_checkpoint_interval_ms,
+            maxOutstandingCheckpointRequest=record.max_outstanding_checkpoints,
+            retentionType=record.retention_type, generation=record.generation,
+            readerGroupId=record.reader_group_id,
+            startingStreamCuts=[self._stream_cut(c.scope, c.stream, c.positions)
+                                for c in record.start],
+            endingStreamCuts=[self._stream_cut(c.scope, c.stream, c.positions)
+                              for c in record.end])
+
+    @staticmethod
+    def _reader_group_record(message: Any) -> ReaderGroupRecord:
+        def cuts(items: Any) -> tuple[StreamCut, ...]:
+            return tuple(StreamCut(c.streamInfo.scope, c.streamInfo.stream, dict(c.cut))
+                         for c in items)
+        return ReaderGroupRecord(
+            message.scope, message.readerGroupName, message.groupRefreshTimeMillis,
+            message.automaticCheckpointIntervalMillis, message.maxOutstandingCheckpointRequest,
+            message.retentionType, cuts(message.startingStreamCuts),
+            cuts(message.endingStreamCuts), message.readerGroupId, message.generation)
+
+    async def create_reader_group(self, record: ReaderGroupRecord) -> ReaderGroupRecord:
+        """Create the reader group (``createReaderGroup``), or find it: the stored record
+        (an existing group's unchanged, with its id and generation). ScopeNotFoundError,
+        InvalidNameError."""
+        status = self._pb.CreateReaderGroupResponse
+        reply = await self._call("createReaderGroup", self._reader_group_message(record))
+        if reply.status == status.SUCCESS:
+            return self._reader_group_record(reply.config)
+        if reply.status == status.SCOPE_NOT_FOUND:
+            raise ScopeNotFoundError(f"scope {record.scope!r} does not exist", "SCOPE_NOT_FOUND")
+        if reply.status == status.INVALID_RG_NAME:
+            raise InvalidNameError(f"invalid reader group name {record.group!r}",
+                                   "INVALID_RG_NAME")
+        raise ControllerError(f"createReaderGroup {record.scope}/{record.group} failed",
+                              _status_name(status, reply.status))
+
+    def _reader_group_info(self, scope: str, group: str, reader_group_id: str) -> Any:
+        return self._pb.ReaderGroupInfo(scope=scope, readerGroup=group,
+                                        readerGroupId=reader_group_id)
+
+    async def get_reader_group_config(self, scope: str, group: str, *,
+                                      reader_group_id: str = "") -> ReaderGroupRecord | None:
+        """The group's record (``getReaderGroupConfig``); None if there is no such group."""
+        status = self._pb.ReaderGroupConfigResponse
+        reply = await self._call("getReaderGroupConfig",
+                                 self._reader_group_info(scope, group, reader_group_id))
+        if reply.status == status.RG_NOT_FOUND:
+            return None
+        if reply.status != status.SUCCESS:
+            raise ControllerError(f"getReaderGroupConfig {scope}/{group} failed",
+                                  _status_name(status, reply.status))
+        return self._reader_group_record(reply.config)
+
+    async def delete_reader_group(self, scope: str, group: str, *,
+                                  reader_group_id: str = "") -> bool:
+        """Delete the group (``deleteReaderGroup``): True if it existed."""
+        status = self._pb.DeleteReaderGroupStatus
+        reply = await self._call("deleteReaderGroup",
+                                 self._reader_group_info(scope, group, reader_group_id))
+        if reply.status == status.RG_NOT_FOUND:
+            return False
+        if reply.status != status.SUCCESS:
+            raise ControllerError(f"deleteReaderGroup {scope}/{group} failed",
+                                  _status_name(status, reply.status))
+        return True
+
+    async def update_reader_group(self, record: ReaderGroupRecord) -> int:
+        """Replace the group's configuration (``updateReaderGroup``) if ``record.generation``
+        is the stored one: the new generation. ControllerError with status RG_NOT_FOUND or
+        INVALID_CONFIG (another generation) otherwise."""
+        status = self._pb.UpdateReaderGroupResponse
+        reply = await self._call("updateReaderGroup", self._reader_group_message(record))
+        if reply.status != status.SUCCESS:
+            raise ControllerError(f"updateReaderGroup {record.scope}/{record.group} failed",
+                                  _status_name(status, reply.status))
+        return int(reply.generation)
 
     async def get_delegation_token(self, scope: str, stream: str) -> str:
         """A delegation token for the stream's segments (``""`` when the controller has auth

@@ -34,6 +34,17 @@ __all__ = ["StreamManager", "StreamInfo", "StreamConfiguration", "ScalingPolicy"
            "RetentionPolicy", "StreamCut"]
 
 
+def controller_client(controller: str | ControllerClient,
+                      options: dict[str, Any]) -> tuple[ControllerClient, bool]:
+    """The ControllerClient for ``controller`` (a URI, opened with ``options``, or a client)
+    and whether the caller opened it (and so closes it)."""
+    if isinstance(controller, ControllerClient):
+        if options:
+            raise TypeError("controller options go with a URI, not a ControllerClient")
+        return controller, False
+    return ControllerClient(controller, **options), True
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamInfo:
     """What :meth:`StreamManager.stream_info` reports: the configuration, where the stream
@@ -59,12 +70,7 @@ class StreamManager:
 
     def __init__(self, controller: str | ControllerClient, *,
                  pool: ConnectionPool | None = None, **options: Any):
-        if isinstance(controller, ControllerClient):
-            if options:
-                raise TypeError("controller options go with a URI, not a ControllerClient")
-            self.controller, self._owns_controller = controller, False
-        else:
-            self.controller, self._owns_controller = ControllerClient(controller, **options), True
+        self.controller, self._owns_controller = controller_client(controller, options)
         self._pool, self._owns_pool = pool, pool is None
         self._metadata: MetadataClient | None = None
 

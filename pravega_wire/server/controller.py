@@ -404,6 +404,9 @@ class EmbeddedController:
         self._streams: dict[tuple[str, str], _Stream] = {}
         #: Key-value tables: (scope, name) -> their KeyValueTableConfig message.
         self._kvts: dict[tuple[str, str], Any] = {}
+
+        #: Reader groups: (scope, name) -> their ReaderGroupConfiguration message.
+        self._reader_groups: dict[tuple[str, str], Any] = {}
         #: Next unused segment number per stream name, kept across delete and re-create.
         self._next_number: dict[tuple[str, str], int] = {}
         self._mutex: asyncio.Lock | None = None
@@ -1310,6 +1313,77 @@ class EmbeddedController:
             return False
         del self._kvts[(scope, name)]
         return True
+
+    # ---- RPCs: reader groups -----------------------------------------------------------------
+    # The controller keeps a group's configuration, id and generation; the group's state (its
+    # readers and their segments) is the clients' business, in the cluster's segments.
+
+    @_rpc
+    async def createReaderGroup(self, request: Any, context: Any) -> Any:
+        """SUCCESS with the stored configuration (an existing group's, unchanged, as Java's
+        controller answers), SCOPE_NOT_FOUND or INVALID_RG_NAME."""
+        pb = self._pb
+        status = pb.CreateReaderGroupResponse
+        if not _valid_name(request.readerGroupName):
+            return status(status=status.INVALID_RG_NAME)
+        async with self._lock:
+            if request.scope not in self._scopes:
+                return status(status=status.SCOPE_NOT_FOUND)
+            key = (request.scope, request.readerGroupName)
+            if key not in self._reader_groups:
+                config = pb.ReaderGroupConfiguration()
+                config.CopyFrom(request)
+                config.generation = 0
+                config.readerGroupId = request.readerGroupId or str(uuid.uuid4())
+                self._reader_groups[key] = config
+            return status(status=status.SUCCESS, config=self._reader_groups[key])
+
+    def _reader_group(self, info: Any) -> Any:
+        """The group ``info`` names (its id too, when given), or None."""
+        config = self._reader_groups.get((info.scope, info.readerGroup))
+        if config is None or (info.readerGroupId and info.readerGroupId != config.readerGroupId):
+            return None
+        return config
+
+    @_rpc
+    async def getReaderGroupConfig(self, request: Any, context: Any) -> Any:
+        """SUCCESS with the configuration, or RG_NOT_FOUND."""
+        status = self._pb.ReaderGroupConfigResponse
+        config = self._reader_group(request)
+        if config is None:
+            return status(status=status.RG_NOT_FOUND)
+        return status(status=status.SUCCESS, config=config)
+
+    @_rpc
+    async def deleteReaderGroup(self, request: Any, context: Any) -> Any:
+        """SUCCESS, or RG_NOT_FOUND (also for another id under that name)."""
+        status = self._pb.DeleteReaderGroupStatus
+        async with self._lock:
+            if self._reader_group(request) is None:
+                return status(status=status.RG_NOT_FOUND)
+            del self._reader_groups[(request.scope, request.readerGroup)]
+        return status(status=status.SUCCESS)
+
+    @_rpc
+    async def updateReaderGroup(self, request: Any, context: Any) -> Any:
+        """Replace the configuration if the request's generation is the stored one: SUCCESS
+        with the next generation; RG_NOT_FOUND; INVALID_CONFIG for another generation or id."""
+        pb = self._pb
+        status = pb.UpdateReaderGroupResponse
+        async with self._lock:
+            key = (request.scope, request.readerGroupName)
+            current = self._reader_groups.get(key)
+            if current is None:
+                return status(status=status.RG_NOT_FOUND)
+            if request.generation != current.generation or (
+                    request.readerGroupId and request.readerGroupId != current.readerGroupId):
+                return status(status=status.INVALID_CONFIG, generation=current.generation)
+            config = pb.ReaderGroupConfiguration()
+            config.CopyFrom(request)
+            config.readerGroupId = current.readerGroupId
+            config.generation = current.generation + 1
+            self._reader_groups[key] = config
+        return status(status=status.SUCCESS, generation=config.generation)
 
     # ---- in-process operations (the scale and truncateStream RPCs call them) ---------------
 

@@ -1,0 +1,244 @@
+"""Byte streams: a one-segment stream used as a file (Java's ``ByteStreamWriter`` /
+``ByteStreamReader``).
+
+The writer appends raw bytes (no Event headers: appends whose data is sent as is, each counted
+as one event of the writer's session, as Java's ``ByteStreamWriterImpl`` sends them), so the
+reader sees exactly the bytes written, and offsets are byte positions.
+
+::
+
+    async with ByteStreamWriter(pool, controller, "sc", "file") as out:
+        await out.write(b"hello ")
+        await out.write(b"world")
+        await out.flush()
+    async with ByteStreamReader(pool, controller, "sc", "file") as src:
+        await src.read(5)          # b"hello"
+        src.seek(6)
+        await src.read(5)          # b"world"
+
+The writer is simple on purpose: it keeps its appends on one pooled flow and, when that flow
+is lost, fails every write not yet acknowledged (:class:`ConnectionFailedError`); the caller
+knows from :attr:`ByteStreamWriter.acked_offset` what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import uuid
+from typing import Any
+
+from .. import commands as C
+from ..appends import Append
+from ..errors import ConnectionClosedError, ConnectionFailedError
+from ._common import FlowListener, event_bytes, open_flow
+from .controller import segment_name
+from .raw import MetadataClient, _reply_error
+from .reader import EndOfSegment, SegmentReader
+
+__all__ = ["ByteStreamWriter", "ByteStreamReader"]
+
+
+async def _only_segment(controller: Any, scope: str, stream: str) -> str:
+    segments = await controller.get_segments_at_head(scope, stream)  # sealed streams too
+    if len(segments) != 1:
+        raise ValueError(f"a byte stream has exactly one segment; {scope}/{stream} has "
+                         f"{len(segments)}")
+    return segment_name(scope, stream, segments[0].segment_id)
+
+
+class ByteStreamWriter:
+    """Appends bytes to the one segment of ``scope/stream``. :meth:`write` queues (and waits
+    only while ``max_outstanding`` bytes are unacknowledged); :meth:`flush` waits for every
+    acknowledgement. Use ``async with`` or :meth:`close`."""
+
+    def __init__(self, pool: Any, controller: Any, scope: str, stream: str, *,
+                 max_outstanding: int = 4 * 1024 * 1024):
+        self._pool = pool
+        self._controller = controller
+        self.scope, self.stream = scope, stream
+        self.segment = ""
+        self.writer_id = uuid.uuid4()
+        self._max_outstanding = max_outstanding
+        self._flow: Any = None
+        self._request_id = -1
+        self._setup: asyncio.Future | None = None
+        self._event_number = 0
+        self._pending: collections.deque = collections.deque()  # (number, size, future)
+        self._unacked = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._error: BaseException | None = None
+        self._metadata: MetadataClient | None = None
+        #: Bytes of the segment acknowledged (stored) so far (its length after the last ack).
+        self.acked_offset = 0
+
+    async def __aenter__(self) -> ByteStreamWriter:
+        await self._connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _connect(self) -> None:
+        if self._flow is not None:
+            return
+        if self._error is not None:
+            raise self._error
+        self.segment = await _only_segment(self._controller, self.scope, self.stream)
+        endpoint = await self._controller.get_endpoint(self.segment)
+        listener = FlowListener(self._on_reply, self._on_lost)
+        self._flow = await open_flow(self._pool.open_flow(endpoint, listener))
+        self._request_id = self._flow.flow_id << 32
+        self._setup = asyncio.get_running_loop().create_future()
+        self._flow.send(C.SetupAppend(self._request_id, self.writer_id, self.segment, ""))
+        await self._setup
+
+    def _on_reply(self, reply: Any) -> None:
+        kind = type(reply)
+        if kind is C.AppendSetup:
+            if self._setup is not None and not self._setup.done():
+                self._setup.set_result(reply)
+            return
+        if kind is C.DataAppended:
+            self.acked_offset = max(self.acked_offset, reply.current_segment_write_offset)
+            while self._pending and self._pending[0][0] <= reply.event_number:
+                _, size, future = self._pending.popleft()
+                self._unacked -= size
+                if not future.done():
+                    future.set_result(None)
+            if self._unacked < self._max_outstanding:
+                self._room.set()
+            return
+        if kind in (C.Hello, C.KeepAlive):
+            return
+        self._fail(_reply_error(self.segment, reply))
+
+    def _on_lost(self, listener: FlowListener, exc: BaseException | None) -> None:
+        self._fail(exc or ConnectionFailedError(f"the connection for {self.segment} was lost"))
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        if self._setup is not None and not self._setup.done():
+            self._setup.set_exception(error)
+        while self._pending:
+            future = self._pending.popleft()[2]
+            if not future.done():
+                future.set_exception(error)
+        self._room.set()
+        flow, self._flow = self._flow, None
+        if flow is not None:
+            flow.close()
+
+    async def write(self, data: Any) -> None:
+        """Append ``data`` (bytes-like, at most 8 MiB) after everything written before."""
+        payload = event_bytes(data)
+        await self._connect()
+        while self._unacked >= self._max_outstanding and self._error is None:
+            self._room.clear()
+            await self._room.wait()
+        if self._error is not None:
+            raise self._error
+        self._event_number += 1
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pending.append((self._event_number, len(payload), future))
+        self._unacked += len(payload)
+        self._flow.append(Append(self.segment, self.writer_id, self._event_number, 1, payload,
+                                 None, self._request_id))
+
+    async def flush(self) -> None:
+        """Wait until everything written is stored (raises the writer's error otherwise)."""
+        if self._pending:
+            await asyncio.gather(*(future for _, _, future in list(self._pending)))
+        if self._error is not None:
+            raise self._error
+
+    async def fetch_tail_offset(self) -> int:
+        """The segment's length now (all writers' bytes)."""
+        return (await self._meta().get_info(self.segment or await _only_segment(
+            self._controller, self.scope, self.stream))).length
+
+    async def truncate_data_before(self, offset: int) -> None:
+        """Delete the bytes before ``offset``; readers start there at the earliest."""
+        segment = self.segment or await _only_segment(self._controller, self.scope, self.stream)
+        await self._meta().truncate(segment, offset)
+
+    def _meta(self) -> MetadataClient:
+        if self._metadata is None:
+            self._metadata = MetadataClient(self._pool, self._controller)
+        return self._metadata
+
+    async def close(self) -> None:
+        """Flush, then release the flow."""
+        try:
+            if self._flow is not None:
+                await self.flush()
+        finally:
+            if self._error is None:
+                self._fail(ConnectionClosedError(f"the writer of {self.segment} was closed"))
+            if self._metadata is not None:
+                await self._metadata.close()
+
+
+class ByteStreamReader:
+    """Reads the bytes of the one segment of ``scope/stream`` from ``offset``: :meth:`read`,
+    :meth:`seek`, :meth:`tell`, :meth:`available` (bytes buffered: readable without waiting).
+    ``read`` returns ``b""`` at the end of a sealed stream."""
+
+    def __init__(self, pool: Any, controller: Any, scope: str, stream: str, *, offset: int = 0):
+        self._pool = pool
+        self._controller = controller
+        self.scope, self.stream = scope, stream
+        self._offset = offset
+        self._reader: SegmentReader | None = None
+        self._closing: set[asyncio.Future] = set()  # readers dropped by seek, closing
+        self.segment = ""
+
+    async def __aenter__(self) -> ByteStreamReader:
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _open(self) -> SegmentReader:
+        if self._reader is None:
+            if not self.segment:
+                self.segment = await _only_segment(self._controller, self.scope, self.stream)
+            self._reader = SegmentReader(self._pool, self._controller, self.segment,
+                                         offset=self._offset)
+        return self._reader
+
+    def tell(self) -> int:
+        return self._reader.offset if self._reader is not None else self._offset
+
+    def seek(self, offset: int) -> None:
+        """Read from ``offset`` next (the buffered bytes are dropped)."""
+        if type(offset) is not int or offset < 0:
+            raise ValueError(f"offset must be an int >= 0, not {offset!r}")
+        reader, self._reader = self._reader, None
+        self._offset = offset
+        if reader is not None:
+            closing = asyncio.ensure_future(reader.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+    def available(self) -> int:
+        return self._reader.buffered if self._reader is not None else 0
+
+    async def read(self, max_bytes: int = 1024 * 1024, *, timeout: float | None = None) -> bytes:
+        """At least one and up to ``max_bytes`` bytes, waiting (up to ``timeout``) for data at
+        the tail; ``b""`` at the end of a sealed stream."""
+        reader = await self._open()
+        try:
+            return bytes(await reader.read(max_bytes, timeout=timeout))
+        except EndOfSegment:
+            return b""
+
+    async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()
+        await asyncio.gather(*self._closing)

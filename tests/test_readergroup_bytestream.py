@@ -1,0 +1,69 @@
+"""Byte streams (client/bytestream.py): raw bytes written to a one-segment stream and read back
+as a file: seek, available, truncate, the tail offset, the end of a sealed stream."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("grpc", reason="the controller needs the grpc extra")
+
+from pravega_wire.client.bytestream import ByteStreamReader, ByteStreamWriter  # noqa: E402
+from pravega_wire.errors import SegmentTruncatedError  # noqa: E402
+from test_readergroup import env  # noqa: E402,F401
+
+pytestmark = pytest.mark.asyncio
+
+
+async def read_exactly(reader: ByteStreamReader, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = await reader.read(n - len(out), timeout=10)
+        assert chunk, "end of stream before the bytes expected"
+        out += chunk
+    return out
+
+
+async def test_bytes_written_are_read_back_as_written(env):
+    ctl, pool, _ = env
+    await ctl.create_stream("sc", "file", 1)
+    blob = bytes(range(256)) * 4000  # ~1 MB, written in uneven pieces
+    async with ByteStreamWriter(pool, ctl, "sc", "file", max_outstanding=64 * 1024) as out:
+        position = 0
+        for size in (1, 7, 65536, 3, 300_000, 1000):
+            await out.write(blob[position:position + size])
+            position += size
+        await out.write(blob[position:])
+        await out.flush()
+        assert out.acked_offset == len(blob) == await out.fetch_tail_offset()
+    async with ByteStreamReader(pool, ctl, "sc", "file") as src:
+        assert await read_exactly(src, len(blob)) == blob  # no headers: the bytes themselves
+        assert src.tell() == len(blob)
+        src.seek(1000)
+        assert await read_exactly(src, 10) == blob[1000:1010]
+        assert src.available() >= 0
+        src.seek(0)
+        assert await read_exactly(src, 4) == blob[:4]
+
+
+async def test_truncation_and_the_end_of_a_sealed_stream(env):
+    ctl, pool, _ = env
+    await ctl.create_stream("sc", "file", 1)
+    async with ByteStreamWriter(pool, ctl, "sc", "file") as out:
+        await out.write(b"0123456789")
+        await out.flush()
+        await out.truncate_data_before(4)
+    with pytest.raises(SegmentTruncatedError):
+        async with ByteStreamReader(pool, ctl, "sc", "file") as src:
+            await src.read(10, timeout=10)
+    await ctl.seal_stream("sc", "file")
+    async with ByteStreamReader(pool, ctl, "sc", "file", offset=4) as src:
+        assert await read_exactly(src, 6) == b"456789"
+        assert await src.read(10, timeout=10) == b""
+
+
+async def test_a_byte_stream_has_one_segment(env):
+    ctl, pool, _ = env
+    await ctl.create_stream("sc", "wide", 2)
+    with pytest.raises(ValueError):
+        async with ByteStreamWriter(pool, ctl, "sc", "wide"):
+            pass
