@@ -19,7 +19,8 @@ writer has written through it before the first case), the writers and readers ar
   (``VmHWM`` reset before it) and the RSS growth of the server, per million events: memory
   that does not grow with the burst gives ten times less per million at 10 M than at 1 M.
 * **Fresh reader**: a segment of N events (written untimed, in 1 MiB batches) read from start
-  to end by a NEW :class:`SegmentReader` with ``read_event``.
+  to end by a NEW :class:`SegmentReader` with ``read_event``; **fresh reader, batched** does
+  the same with ``read_events()`` (every buffered event per call).
 * **StreamWriter** over a 64-segment stream, 1,000,000 events per round with 1, 1,000 and
   1,000,000 distinct routing keys (a new StreamWriter each round; segments truncated between
   rounds).
@@ -51,6 +52,7 @@ from test_bench_clients import _Env as _ClientsEnv
 from test_bench_clients import _read_events, _server_cpu
 
 from pravega_wire.client import SegmentWriter
+from pravega_wire.client.reader import EndOfSegment, SegmentReader
 from pravega_wire.client.stream import StreamWriter
 
 EVENT = b"e" * 100
@@ -294,6 +296,32 @@ def test_fresh_reader(benchmark, env, size):
         measured = _Rounds(env, lambda: env.run(_read_events(env, segment, length)))
         assert benchmark.pedantic(measured, rounds=rounds) == events
         _record(benchmark, f"fresh_reader_{size}", events, measured, memory=size == "10M")
+    finally:
+        env.delete(segment)
+
+
+async def _read_events_batched(env: _Env, segment: str, length: int) -> int:
+    events = 0
+    async with SegmentReader(env.pool, env.endpoint, segment, end_offset=length) as reader:
+        read = reader.read_events
+        try:
+            while True:
+                events += len(await read())
+        except EndOfSegment:
+            return events
+
+
+@pytest.mark.parametrize("size", BURSTS)
+def test_fresh_reader_batched(benchmark, env, size):
+    benchmark.group = "fresh reader, read_events of 100 B events"
+    events, rounds = BURSTS[size]
+    segment = env.new_segment()
+    try:
+        length = env.run(_fill(env, segment, events))
+        measured = _Rounds(env, lambda: env.run(_read_events_batched(env, segment, length)))
+        assert benchmark.pedantic(measured, rounds=rounds) == events
+        _record(benchmark, f"fresh_reader_batched_{size}", events, measured,
+                memory=size == "10M")
     finally:
         env.delete(segment)
 

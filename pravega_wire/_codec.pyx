@@ -845,8 +845,8 @@ def encode_event(data):
 
 def split_events(data, Py_ssize_t limit):
     """``(payloads, consumed)``: the payloads of the complete Event records at the start of
-    ``data`` (at most ``limit``), each a slice of ``data``; stops before a record that is
-    incomplete or not an Event record (see the pure twin)."""
+    ``data`` (at most ``limit``): copies below VIEW_THRESHOLD, slices of ``data`` from it on;
+    stops before a record that is incomplete or not an Event record (see the pure twin)."""
     cdef Py_buffer view
     cdef const uint8_t* buf
     cdef Py_ssize_t size, pos = 0, start, length
@@ -862,7 +862,10 @@ def split_events(data, Py_ssize_t limit):
             start = pos + 8
             if length < 0 or length > size - start:
                 break
-            out.append(data[start:start + length])
+            if length < _VIEW_THRESHOLD:  # a copy: cheaper than a view (and its GC tracking)
+                out.append(PyBytes_FromStringAndSize(<const char*>buf + start, length))
+            else:
+                out.append(data[start:start + length])
             pos = start + length
             limit -= 1
     finally:

@@ -566,8 +566,10 @@ def encode_event(data) -> bytes:
 
 def split_events(data, limit: int) -> tuple:
     """``(payloads, consumed)``: the payloads of the complete Event records at the start of
-    ``data`` (at most ``limit`` of them), each a slice of ``data`` (a view when ``data`` is a
-    memoryview), and the bytes they took. Stops, without an error, before a record that is
+    ``data`` (at most ``limit`` of them), and the bytes they took. As for the byte fields of
+    a decoded command, a payload below :data:`VIEW_THRESHOLD` bytes is a ``bytes`` copy (for
+    small events a copy costs less than a view, which the cyclic collector also tracks), a
+    larger one a slice of ``data`` (a view when ``data`` is a memoryview). Stops, without an error, before a record that is
     incomplete or is not an Event record (type other than 0, or a negative length): the caller
     reads that one on its slow path, which raises the typed error."""
     out = []
@@ -580,7 +582,7 @@ def split_events(data, limit: int) -> tuple:
         end = start + length
         if kind != 0 or length < 0 or end > size:
             break
-        out.append(data[start:end])
+        out.append(bytes(data[start:end]) if length < VIEW_THRESHOLD else data[start:end])
         pos = end
         limit -= 1
     return out, pos

@@ -1,5 +1,5 @@
 """``split_events(data, limit)`` on both codec twins: the complete Event records at the start of
-a buffer, as slices of it (views of a memoryview), stopping before an incomplete record or one
+a buffer (copies of small payloads, views of large ones), stopping before an incomplete record or one
 that is not an Event record (the reader's slow path raises the typed error for those)."""
 
 from __future__ import annotations
@@ -15,11 +15,15 @@ from client_fakes import event_record
 HEADER = struct.Struct(">ii")
 
 
-def test_events_are_views_of_the_buffer_and_stop_at_the_limit(codec):
-    data = memoryview(b"".join(event_record(p) for p in (b"one", b"", b"three")))
+def test_small_events_are_copies_large_ones_views_and_the_limit_holds(codec):
+    big = bytes(range(256)) * (codec.VIEW_THRESHOLD // 256)
+    payloads = (b"one", b"", big, b"three")
+    data = memoryview(b"".join(event_record(p) for p in payloads))
     events, used = codec.split_events(data, 10)
-    assert [bytes(e) for e in events] == [b"one", b"", b"three"] and used == len(data)
-    assert all(type(e) is memoryview and e.obj is data.obj for e in events)
+    assert [bytes(e) for e in events] == list(payloads) and used == len(data)
+    assert [type(e) for e in events] == [bytes, bytes, memoryview, bytes]
+    assert events[2].obj is data.obj  # a view of the received buffer: no copy
+    assert type(codec.split_events(memoryview(event_record(big[1:])), 1)[0][0]) is bytes
     events, used = codec.split_events(data, 2)
     assert [bytes(e) for e in events] == [b"one", b""] and used == 11 + 8
     assert codec.split_events(data, 0) == ([], 0)

@@ -233,7 +233,9 @@ class SegmentReader:
         is complete (then whatever else is buffered after it). One call for many events: the
         batch form of :meth:`read_event`, with the same errors, raised only when no event
         comes before them (the events before a bad record or the end are returned first, and
-        the next call raises)."""
+        the next call raises). An event below ``pravega_wire.codec.VIEW_THRESHOLD`` bytes is a
+        ``bytes`` copy (cheaper than a view for small events), a larger one a memoryview of the
+        received data (an event split across two replies is always one ``bytes``)."""
         if max_events is None:
             limit = sys.maxsize
         elif type(max_events) is not int or max_events < 1:
