@@ -52,7 +52,6 @@ from test_bench_clients import _Env as _ClientsEnv
 from test_bench_clients import _read_events, _server_cpu
 
 from pravega_wire.client import SegmentWriter
-from pravega_wire.client.reader import EndOfSegment, SegmentReader
 from pravega_wire.client.stream import StreamWriter
 
 EVENT = b"e" * 100
@@ -285,45 +284,30 @@ async def _fill(env: _Env, segment: str, events: int) -> int:
         return writer.segment_length
 
 
-@pytest.mark.parametrize("size", BURSTS)
-def test_fresh_reader(benchmark, env, size):
-    benchmark.group = "fresh reader, read_event of 100 B events"
+def _reader_case(benchmark, env, size: str, batched: bool) -> None:
+    """A NEW reader reads a segment of ``size`` events from start to end."""
+    benchmark.group = f"fresh reader, {'read_events' if batched else 'read_event'} of 100 B events"
     events, rounds = BURSTS[size]
     segment = env.new_segment()
     try:
         length = env.run(_fill(env, segment, events))
         assert length == events * RECORD
-        measured = _Rounds(env, lambda: env.run(_read_events(env, segment, length)))
+        measured = _Rounds(env, lambda: env.run(_read_events(env, segment, length, batched)))
         assert benchmark.pedantic(measured, rounds=rounds) == events
-        _record(benchmark, f"fresh_reader_{size}", events, measured, memory=size == "10M")
+        _record(benchmark, f"fresh_reader_{'batched_' if batched else ''}{size}", events,
+                measured, memory=size == "10M")
     finally:
         env.delete(segment)
 
 
-async def _read_events_batched(env: _Env, segment: str, length: int) -> int:
-    events = 0
-    async with SegmentReader(env.pool, env.endpoint, segment, end_offset=length) as reader:
-        read = reader.read_events
-        try:
-            while True:
-                events += len(await read())
-        except EndOfSegment:
-            return events
+@pytest.mark.parametrize("size", BURSTS)
+def test_fresh_reader(benchmark, env, size):
+    _reader_case(benchmark, env, size, batched=False)
 
 
 @pytest.mark.parametrize("size", BURSTS)
 def test_fresh_reader_batched(benchmark, env, size):
-    benchmark.group = "fresh reader, read_events of 100 B events"
-    events, rounds = BURSTS[size]
-    segment = env.new_segment()
-    try:
-        length = env.run(_fill(env, segment, events))
-        measured = _Rounds(env, lambda: env.run(_read_events_batched(env, segment, length)))
-        assert benchmark.pedantic(measured, rounds=rounds) == events
-        _record(benchmark, f"fresh_reader_batched_{size}", events, measured,
-                memory=size == "10M")
-    finally:
-        env.delete(segment)
+    _reader_case(benchmark, env, size, batched=True)
 
 
 # ---- the stream writer ----------------------------------------------------------------------

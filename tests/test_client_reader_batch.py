@@ -1,7 +1,7 @@
 """``SegmentReader.read_events()``: the batch form of ``read_event`` against the in-memory fake
 pool and store (tests/client_fakes.py): the same events in the same order under any chunking,
-copies of small events and views of large ones, ``max_events``, and the errors of ``read_event`` raised only once the
-events before them were returned."""
+copies of small events and views of large ones, ``max_events``, and the errors of
+``read_event`` raised only once the events before them were returned."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from pravega_wire.client.reader import EndOfSegment, SegmentReader
 from pravega_wire.codec import VIEW_THRESHOLD
 from pravega_wire.errors import ConnectionClosedError, InvalidMessageError, TimeoutError
 
-from client_fakes import FakeCluster, event_record
-from test_client_reader import PAYLOADS, SEG, cluster, reader_for, records  # noqa: F401
+from client_fakes import event_record
+from test_client_reader import (SEG, cluster, read_chunked, reader_for,  # noqa: F401
+                                records)
 
 
 async def read_all_batched(reader: SegmentReader, max_events=None) -> tuple:
@@ -37,16 +38,12 @@ async def read_all_batched(reader: SegmentReader, max_events=None) -> tuple:
        limits=st.lists(st.integers(1, 60), min_size=1, max_size=30),
        max_events=st.one_of(st.none(), st.integers(1, 5)))
 def test_any_chunking_gives_back_the_events(payloads, limits, max_events):
-    async def scenario():
-        cluster = FakeCluster()
-        cluster.create(SEG, records(payloads))
-        cluster.seal(SEG)
-        cluster.store().read_limits.extend(limits)
-        async with reader_for(cluster, buffer_size=64) as reader:
-            events, _ = await read_all_batched(reader, max_events)
-            return events, reader.offset
+    async def read(reader):
+        events, _ = await read_all_batched(reader, max_events)
+        return events, reader.offset
 
-    assert asyncio.run(scenario()) == (payloads, len(records(payloads)))
+    assert asyncio.run(read_chunked(payloads, limits, read)) == (payloads,
+                                                                 len(records(payloads)))
 
 
 @pytest.mark.asyncio

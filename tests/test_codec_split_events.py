@@ -1,6 +1,7 @@
-"""``split_events(data, limit)`` on both codec twins: the complete Event records at the start of
-a buffer (copies of small payloads, views of large ones), stopping before an incomplete record or one
-that is not an Event record (the reader's slow path raises the typed error for those)."""
+"""``split_events(data, limit)`` on both codec twins: the complete Event records at the start
+of a buffer (copies of small payloads, views of large ones), stopping before an incomplete
+record or one that is not an Event record (the reader's slow path raises the typed error for
+those)."""
 
 from __future__ import annotations
 
