@@ -569,7 +569,8 @@ def split_events(data, limit: int) -> tuple:
     ``data`` (at most ``limit`` of them), and the bytes they took. As for the byte fields of
     a decoded command, a payload below :data:`VIEW_THRESHOLD` bytes is a ``bytes`` copy (for
     small events a copy costs less than a view, which the cyclic collector also tracks), a
-    larger one a slice of ``data`` (a view when ``data`` is a memoryview). Stops, without an error, before a record that is
+    larger one a slice of ``data`` (a view when ``data`` is a memoryview, which must then be
+    of bytes: format ``"B"``). Stops, without an error, before a record that is
     incomplete or is not an Event record (type other than 0, or a negative length): the caller
     reads that one on its slow path, which raises the typed error."""
     out = []
