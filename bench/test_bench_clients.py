@@ -264,11 +264,17 @@ def filled_segment(env):
         env.discard([writer])
 
 
-async def _read_events(env: _Env, segment: str, length: int) -> int:
+async def _read_events(env: _Env, segment: str, length: int, batched: bool = False) -> int:
+    """Events read from ``segment`` up to ``length``: one ``read_event()`` per event, or with
+    ``batched`` one ``read_events()`` per batch of buffered events."""
     events = 0
     async with SegmentReader(env.pool, env.endpoint, segment, end_offset=length) as reader:
-        read = reader.read_event
         try:
+            if batched:
+                read_batch = reader.read_events
+                while True:
+                    events += len(await read_batch())
+            read = reader.read_event
             while True:
                 await read()
                 events += 1

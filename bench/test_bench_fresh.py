@@ -19,7 +19,8 @@ writer has written through it before the first case), the writers and readers ar
   (``VmHWM`` reset before it) and the RSS growth of the server, per million events: memory
   that does not grow with the burst gives ten times less per million at 10 M than at 1 M.
 * **Fresh reader**: a segment of N events (written untimed, in 1 MiB batches) read from start
-  to end by a NEW :class:`SegmentReader` with ``read_event``.
+  to end by a NEW :class:`SegmentReader` with ``read_event``; **fresh reader, batched** does
+  the same with ``read_events()`` (every buffered event per call).
 * **StreamWriter** over a 64-segment stream, 1,000,000 events per round with 1, 1,000 and
   1,000,000 distinct routing keys (a new StreamWriter each round; segments truncated between
   rounds).
@@ -283,19 +284,30 @@ async def _fill(env: _Env, segment: str, events: int) -> int:
         return writer.segment_length
 
 
-@pytest.mark.parametrize("size", BURSTS)
-def test_fresh_reader(benchmark, env, size):
-    benchmark.group = "fresh reader, read_event of 100 B events"
+def _reader_case(benchmark, env, size: str, batched: bool) -> None:
+    """A NEW reader reads a segment of ``size`` events from start to end."""
+    benchmark.group = f"fresh reader, {'read_events' if batched else 'read_event'} of 100 B events"
     events, rounds = BURSTS[size]
     segment = env.new_segment()
     try:
         length = env.run(_fill(env, segment, events))
         assert length == events * RECORD
-        measured = _Rounds(env, lambda: env.run(_read_events(env, segment, length)))
+        measured = _Rounds(env, lambda: env.run(_read_events(env, segment, length, batched)))
         assert benchmark.pedantic(measured, rounds=rounds) == events
-        _record(benchmark, f"fresh_reader_{size}", events, measured, memory=size == "10M")
+        _record(benchmark, f"fresh_reader_{'batched_' if batched else ''}{size}", events,
+                measured, memory=size == "10M")
     finally:
         env.delete(segment)
+
+
+@pytest.mark.parametrize("size", BURSTS)
+def test_fresh_reader(benchmark, env, size):
+    _reader_case(benchmark, env, size, batched=False)
+
+
+@pytest.mark.parametrize("size", BURSTS)
+def test_fresh_reader_batched(benchmark, env, size):
+    _reader_case(benchmark, env, size, batched=True)
 
 
 # ---- the stream writer ----------------------------------------------------------------------

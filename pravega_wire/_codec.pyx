@@ -126,7 +126,8 @@ cdef extern from *:
 
 __all__ = [
     "encode", "encode_parts", "decode", "FrameDecoder", "pack_request_id", "unpack_request_id",
-    "encode_utf", "decode_utf", "encode_event", "VIEW_THRESHOLD", "IMPLEMENTATION",
+    "encode_utf", "decode_utf", "encode_event", "split_events", "VIEW_THRESHOLD",
+    "IMPLEMENTATION",
 ]
 
 IMPLEMENTATION = "compiled"
@@ -840,6 +841,36 @@ def encode_event(data):
     if out is None:
         return _py_encode_event(data)
     return out
+
+
+def split_events(data, Py_ssize_t limit):
+    """``(payloads, consumed)``: the payloads of the complete Event records at the start of
+    ``data`` (at most ``limit``): copies below VIEW_THRESHOLD, slices of ``data`` from it on;
+    stops before a record that is incomplete or not an Event record (see the pure twin)."""
+    cdef Py_buffer view
+    cdef const uint8_t* buf
+    cdef Py_ssize_t size, pos = 0, start, length
+    cdef list out = []
+    _get_buffer(data, &view, PyBUF_SIMPLE)
+    try:
+        buf = <const uint8_t*>view.buf
+        size = view.len
+        while limit > 0 and size - pos >= 8:
+            if _ld_i32(buf + pos) != 0:
+                break
+            length = _ld_i32(buf + pos + 4)
+            start = pos + 8
+            if length < 0 or length > size - start:
+                break
+            if length < _VIEW_THRESHOLD:  # a copy: cheaper than a view (and its GC tracking)
+                out.append(PyBytes_FromStringAndSize(<const char*>buf + start, length))
+            else:
+                out.append(data[start:start + length])
+            pos = start + length
+            limit -= 1
+    finally:
+        PyBuffer_Release(&view)
+    return out, pos
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from .errors import InvalidMessageError
 
 __all__ = [
     "encode", "encode_parts", "decode", "FrameDecoder", "pack_request_id", "unpack_request_id",
-    "encode_utf", "decode_utf", "encode_event", "VIEW_THRESHOLD", "IMPLEMENTATION",
+    "encode_utf", "decode_utf", "encode_event", "split_events", "VIEW_THRESHOLD",
+    "IMPLEMENTATION",
 ]
 
 IMPLEMENTATION = "pure"
@@ -561,6 +562,31 @@ def encode_event(data) -> bytes:
     """The Event record for one event: ``i32 0``, ``i32 len``, the bytes."""
     data, n = _event_data(data)
     return _HEADER.pack(0, n) + bytes(data)
+
+
+def split_events(data, limit: int) -> tuple:
+    """``(payloads, consumed)``: the payloads of the complete Event records at the start of
+    ``data`` (at most ``limit`` of them), and the bytes they took. As for the byte fields of
+    a decoded command, a payload below :data:`VIEW_THRESHOLD` bytes is a ``bytes`` copy (for
+    small events a copy costs less than a view, which the cyclic collector also tracks), a
+    larger one a slice of ``data`` (a view when ``data`` is a memoryview, which must then be
+    of bytes: format ``"B"``). Stops, without an error, before a record that is
+    incomplete or is not an Event record (type other than 0, or a negative length): the caller
+    reads that one on its slow path, which raises the typed error."""
+    out = []
+    pos = 0
+    size = _nbytes(data)
+    unpack = _HEADER.unpack_from
+    while limit > 0 and size - pos >= 8:
+        kind, length = unpack(data, pos)
+        start = pos + 8
+        end = start + length
+        if kind != 0 or length < 0 or end > size:
+            break
+        out.append(bytes(data[start:end]) if length < VIEW_THRESHOLD else data[start:end])
+        pos = end
+        limit -= 1
+    return out, pos
 
 
 # --------------------------------------------------------------------------------------------

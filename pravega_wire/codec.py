@@ -13,7 +13,7 @@ from ._mode import pure_requested
 
 __all__ = ["IMPLEMENTATION", "encode", "encode_parts", "decode", "FrameDecoder",
            "pack_request_id", "unpack_request_id", "encode_utf", "decode_utf", "encode_event",
-           "VIEW_THRESHOLD", "pure_requested", "impl"]
+           "split_events", "VIEW_THRESHOLD", "pure_requested", "impl"]
 
 
 if pure_requested():
@@ -34,4 +34,5 @@ unpack_request_id = impl.unpack_request_id
 encode_utf = impl.encode_utf
 decode_utf = impl.decode_utf
 encode_event = impl.encode_event
+split_events = impl.split_events
 VIEW_THRESHOLD = impl.VIEW_THRESHOLD

@@ -76,15 +76,18 @@ async def test_events_across_chunk_boundaries(cluster, limit):
 @given(payloads=st.lists(st.binary(max_size=40), max_size=12),
        limits=st.lists(st.integers(1, 60), min_size=1, max_size=30))
 def test_any_chunking_gives_back_the_events(payloads, limits):
-    async def scenario():
-        cluster = FakeCluster()
-        cluster.create(SEG, records(payloads))
-        cluster.seal(SEG)
-        cluster.store().read_limits.extend(limits)
-        async with reader_for(cluster, buffer_size=64) as reader:
-            return await read_all(reader)
+    assert asyncio.run(read_chunked(payloads, limits, read_all)) == payloads
 
-    assert asyncio.run(scenario()) == payloads
+
+async def read_chunked(payloads, limits, read):
+    """``await read(reader)`` on a sealed segment of ``payloads`` that the store answers in
+    chunks of ``limits`` bytes (the reader buffering 64 bytes)."""
+    cluster = FakeCluster()
+    cluster.create(SEG, records(payloads))
+    cluster.seal(SEG)
+    cluster.store().read_limits.extend(limits)
+    async with reader_for(cluster, buffer_size=64) as reader:
+        return await read(reader)
 
 
 @pytest.mark.asyncio

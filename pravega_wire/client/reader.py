@@ -46,10 +46,12 @@ import collections
 import functools
 import logging
 import struct
+import sys
 import time
 from typing import Any, List, Optional, Union
 
 from .. import commands as C
+from ..codec import split_events as _split_events
 from ..errors import (AuthenticationError, ConnectionClosedError, ConnectionFailedError,
                       IncompatibleVersionError, InvalidMessageError, RetriesExhaustedError,
                       SegmentTruncatedError, TimeoutError, TokenExpiredError, WrongHostError)
@@ -223,6 +225,54 @@ class SegmentReader:
                         self._maybe_fetch()
                     return first[8:end]
         return await self._read_event(timeout)
+
+    async def read_events(self, max_events: Optional[int] = None, *,
+                          timeout: Optional[float] = None) -> List[Union[memoryview, bytes]]:
+        """The payloads of the next events, in order: every complete event already buffered
+        (at most ``max_events``, ≥ 1, if given), or, when none is, the next one as soon as it
+        is complete (then whatever else is buffered after it). One call for many events: the
+        batch form of :meth:`read_event`, with the same errors, raised only when no event
+        comes before them (the events before a bad record or the end are returned first, and
+        the next call raises). An event below ``pravega_wire.codec.VIEW_THRESHOLD`` bytes is a
+        ``bytes`` copy (cheaper than a view for small events), a larger one a memoryview of the
+        received data (an event split across two replies is always one ``bytes``)."""
+        if max_events is None:
+            limit = sys.maxsize
+        elif type(max_events) is not int or max_events < 1:
+            raise ValueError(f"max_events must be a positive int or None, not {max_events!r}")
+        else:
+            limit = max_events
+        out: List[Union[memoryview, bytes]] = []
+        if self._chunks and not self._closed:
+            self._take_events(limit, out)
+        if not out:
+            out.append(await self._read_event(timeout))
+            if limit > 1:
+                self._take_events(limit - 1, out)
+        if self._outstanding is None:
+            self._maybe_fetch()
+        return out
+
+    def _take_events(self, limit: int, out: list) -> None:
+        """Moves up to ``limit`` complete buffered events into ``out`` (no waiting)."""
+        chunks = self._chunks
+        taken = 0
+        while chunks:
+            first = chunks[0]
+            events, used = _split_events(first, limit)
+            if not used:
+                break  # the next record spans chunks, or is not an Event: read_event's path
+            out += events
+            taken += used
+            limit -= len(events)
+            if used < len(first):
+                chunks[0] = first[used:]
+                break
+            chunks.popleft()
+            if not limit:
+                break
+        self._buffered -= taken
+        self.offset += taken
 
     async def _read_event(self, timeout: Optional[float]) -> Union[memoryview, bytes]:
         if self._closed:
