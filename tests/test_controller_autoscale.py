@@ -6,6 +6,8 @@ call, so nothing here depends on how fast the machine is."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import pytest_asyncio
 
@@ -175,3 +177,73 @@ async def test_fixed_streams_and_short_bursts_are_not_scaled(env):
             assert await tick(cluster, clock) == []
     assert [s.segment_id for s in await ctl.get_current_segments("sc", "fixed")] == [0]
     assert [s.segment_id for s in await ctl.get_current_segments("sc", "st")] == [0]
+
+
+@pytest.mark.asyncio
+async def test_writers_writing_through_manual_and_by_rate_scales_again_and_again(env):
+    """Producers write all the time, concurrently, while the stream is split and merged by
+    hand and by rate, round after round: every event is read back once, in order per key."""
+    cluster, ctl, pool, clock = env
+    await ctl.create_stream("sc", "st", config=StreamConfiguration(
+        ScalingPolicy.by_event_rate(1, 2, 1)))
+    sent = {k: 0 for k in range(KEYS)}
+    progress = asyncio.Condition()
+    stop = asyncio.Event()
+    budget = 0  # events the producers may have written in all (bounds the events to read)
+
+    async def produce(writer, key):
+        while True:
+            async with progress:
+                await progress.wait_for(lambda: stop.is_set() or sum(sent.values()) < budget)
+            if stop.is_set():
+                return
+            await writer.write(event(key, sent[key]), routing_key=f"key-{key}")
+            sent[key] += 1
+            async with progress:
+                progress.notify_all()
+
+    async def written(writer, count):
+        """Wait until the producers have written ``count`` more events and they are stored;
+        the producers may write 100 more meanwhile, so they are still writing during what
+        the test does next."""
+        nonlocal budget
+        target = sum(sent.values()) + count
+        budget = target + 100
+        async with progress:
+            progress.notify_all()
+            await asyncio.wait_for(progress.wait_for(lambda: sum(sent.values()) >= target), 30)
+        await writer.flush()
+
+    manual = by_rate = 0
+    async with EventStreamWriter(pool, ctl, "sc", "st") as writer:
+        producers = [asyncio.create_task(produce(writer, k)) for k in range(KEYS)]
+        try:
+            for round_ in range(6):
+                await written(writer, 200)
+                active = [s.segment_id for s in await ctl.get_current_segments("sc", "st")]
+                if round_ % 2 == 0:  # by hand: split the first segment in two ...
+                    first = (await ctl.get_current_segments("sc", "st"))[0]
+                    middle = (first.min_key + first.max_key) / 2
+                    await ctl.scale_stream("sc", "st", [first.segment_id], [
+                        (first.min_key, middle), (middle, first.max_key)])
+                else:  # ... or merge everything back into one
+                    await ctl.scale_stream("sc", "st", active, [(0.0, 1.0)])
+                manual += 1
+                # By rate: ~100 events/s keep some segment above 1 event/s, so one is split
+                # once it has been hot for the window.
+                for ticks in range(1, 7):
+                    await written(writer, 100)
+                    clock.now += 1
+                    if await cluster.controller.auto_scale():
+                        by_rate += 1
+                        break
+                assert ticks > WINDOW  # not before the window
+        finally:
+            stop.set()
+            async with progress:
+                progress.notify_all()
+            await asyncio.gather(*producers)
+        await writer.flush()
+    assert manual == 6 and by_rate == 6
+    await ctl.seal_stream("sc", "st")
+    assert await per_key(pool, ctl, "sc", "st") == {k: list(range(n)) for k, n in sent.items()}
