@@ -90,6 +90,13 @@ async def tick(cluster, clock, load=None, events=0):
     return await cluster.controller.auto_scale()
 
 
+async def read_back_once_in_order(pool, ctl, sent):
+    """Seal sc/st and check that each key's ``sent[key]`` events are all in it, once, in
+    order."""
+    await ctl.seal_stream("sc", "st")
+    assert await per_key(pool, ctl, "sc", "st") == {k: list(range(n)) for k, n in sent.items()}
+
+
 async def current(ctl):
     return [(s.segment_id, s.min_key, s.max_key)
             for s in await ctl.get_current_segments("sc", "st")]
@@ -127,9 +134,7 @@ async def test_a_hot_segment_splits_after_the_window_and_cold_ones_merge_back(en
             assert rounds <= 8, "the hot segment was never split"
         assert [s[0] >> 32 for s in await current(ctl)] == [3, 3]
         await load.write(240)
-    await ctl.seal_stream("sc", "st")
-    assert await per_key(pool, ctl, "sc", "st") == {
-        k: list(range(n)) for k, n in load.sent.items()}
+    await read_back_once_in_order(pool, ctl, load.sent)
 
 
 @pytest.mark.asyncio
@@ -153,9 +158,7 @@ async def test_by_data_rate_splits_into_scale_factor_pieces_and_keeps_min_segmen
         for _ in range(40):
             await tick(cluster, clock)
         assert len(await current(ctl)) == 2
-    await ctl.seal_stream("sc", "st")
-    assert await per_key(pool, ctl, "sc", "st") == {
-        k: list(range(n)) for k, n in load.sent.items()}
+    await read_back_once_in_order(pool, ctl, load.sent)
 
 
 @pytest.mark.asyncio
@@ -245,5 +248,4 @@ async def test_writers_writing_through_manual_and_by_rate_scales_again_and_again
             await asyncio.gather(*producers)
         await writer.flush()
     assert manual == 6 and by_rate == 6
-    await ctl.seal_stream("sc", "st")
-    assert await per_key(pool, ctl, "sc", "st") == {k: list(range(n)) for k, n in sent.items()}
+    await read_back_once_in_order(pool, ctl, sent)

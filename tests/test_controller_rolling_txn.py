@@ -9,30 +9,21 @@ import asyncio
 import struct
 
 import pytest
-import pytest_asyncio
 
 pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
-from pravega_wire.client.controller import ControllerClient, ControllerError  # noqa: E402
+from pravega_wire.client.controller import ControllerError  # noqa: E402
 from pravega_wire.client.events import EventStreamWriter  # noqa: E402
 from pravega_wire.client.transactions import (  # noqa: E402
     TransactionalEventStreamWriter, TxnFailedError,
 )
 from pravega_wire.naming import txn_epoch  # noqa: E402
-from pravega_wire.pool import ClientConfig, ConnectionPool  # noqa: E402
-from pravega_wire.server import EmbeddedCluster  # noqa: E402
 from test_controller_streams import E1, stored  # noqa: E402
-from test_controller_writers import KEYS, event, per_key, read_sealed  # noqa: E402
+from test_controller_writers import (  # noqa: E402,F401 (env: the fixture)
+    KEYS, env, event, per_key, read_sealed,
+)
 
 E2, E3 = 2 << 32, 3 << 32
-
-
-@pytest_asyncio.fixture
-async def env():
-    async with EmbeddedCluster(2) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
-            ConnectionPool(ClientConfig()) as pool:
-        await ctl.create_scope("sc")
-        yield cluster, ctl, pool
 
 
 @pytest.mark.asyncio
