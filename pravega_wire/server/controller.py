@@ -1480,7 +1480,8 @@ class EmbeddedController:
             tail = {i: meter.segment_length(segment_name(scope, stream, i))
                     for i in record.active}
             size = self._size_up_to(scope, stream, record, meter, tail)
-            record.retention_cuts.append((now, size, tail))
+            if not record.retention_cuts or record.retention_cuts[-1][2] != tail:
+                record.retention_cuts.append((now, size, tail))  # nothing new: no new cut
             if policy.retentionType == policy.SIZE:
                 eligible = [c for c in record.retention_cuts
                             if size - c[1] >= policy.retentionParam]
