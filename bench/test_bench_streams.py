@@ -12,6 +12,10 @@ embedded cluster (one segment store and the controller in a child process,
 * **A scale under way**: ``SCALE_EVENTS`` events written, the stream split under the writer,
   the flush (the writer learns of the seal, asks for the successors and writes the
   unacknowledged events again).
+* **Scaling once a second**: :class:`EventStreamWriter` writing ``SCALING_EVENTS`` events
+  while the stream is scaled once a second (split in two, merged back, again and again),
+  next to the same writes on a stream nobody scales; rounds interleaved, events/s of each and
+  their ratio in ``extra_info``.
 
 Run: ``.venv/bin/python -m pytest bench/test_bench_streams.py --benchmark-only -q
 -p no:cacheprovider --benchmark-columns=median,mean,stddev,rounds``; rates are in
@@ -21,6 +25,7 @@ Run: ``.venv/bin/python -m pytest bench/test_bench_streams.py --benchmark-only -
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import statistics
 import time
@@ -42,6 +47,7 @@ TXN_EVENTS = 20_000
 SMALL_TXNS = 100
 SMALL_EVENTS = 10
 SCALE_EVENTS = 5_000
+SCALING_EVENTS = 400_000
 ROUNDS = 5
 
 
@@ -211,3 +217,61 @@ def test_a_scale_under_the_writer(benchmark, env):
 
     benchmark.pedantic(lambda: env.run(scale_and_flush()), setup=setup, rounds=ROUNDS)
     _record(benchmark, SCALE_EVENTS)
+
+
+async def _scale_every_second(ctl, stream: str, stop: asyncio.Event) -> int:
+    """Scale ``stream`` once a second until ``stop``: split its one segment in two, merge the
+    two back, and so on. Returns the scales made."""
+    scales = 0
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)  # the load: one scale per second
+        if stop.is_set():
+            break
+        active = [s.segment_id for s in await ctl.get_current_segments("bench", stream)]
+        ranges = [(0.0, 0.5), (0.5, 1.0)] if len(active) == 1 else [(0.0, 1.0)]
+        await ctl.scale_stream("bench", stream, active, ranges)
+        scales += 1
+    return scales
+
+
+def test_event_writer_with_a_scale_every_second_next_to_none(benchmark, env):
+    """Rounds alternate between a stream scaled once a second under the writer and one never
+    scaled (both start with one segment); ``extra_info`` holds each one's median events/s,
+    their ratio, and the scales made per round."""
+    benchmark.group = f"EventStreamWriter, {SCALING_EVENTS} keyed 100 B events, scaling"
+    streams = {"scaled": env.new_stream(1), "unscaled": env.new_stream(1)}
+    writers = {kind: env.run(EventStreamWriter(env.pool, env.ctl, "bench", name).__aenter__())
+               for kind, name in streams.items()}
+    times: dict[str, list[float]] = {kind: [] for kind in writers}
+    scales: list[int] = []
+
+    async def scaled_round() -> None:
+        stop = asyncio.Event()
+        scaler = asyncio.ensure_future(_scale_every_second(env.ctl, streams["scaled"], stop))
+        try:
+            await _keyed(writers["scaled"], SCALING_EVENTS)
+        finally:
+            stop.set()
+            scales.append(await scaler)
+
+    def alternate():
+        for _ in range(3):
+            for kind in ("scaled", "unscaled"):
+                start = time.perf_counter()
+                env.run(scaled_round() if kind == "scaled"
+                        else _keyed(writers["unscaled"], SCALING_EVENTS))
+                times[kind].append(time.perf_counter() - start)
+
+    try:
+        env.run(_keyed(writers["unscaled"], SCALING_EVENTS // 10))  # warm up
+        benchmark.pedantic(alternate, rounds=1)
+        rates = {kind: SCALING_EVENTS / statistics.median(t) for kind, t in times.items()}
+        benchmark.extra_info.update(
+            scaled_events_per_s=round(rates["scaled"]),
+            unscaled_events_per_s=round(rates["unscaled"]),
+            scaled_over_unscaled=round(rates["scaled"] / rates["unscaled"], 3),
+            scales_per_round=statistics.median(scales))
+    finally:
+        for writer in writers.values():
+            env.run(writer.close())

@@ -12,6 +12,11 @@ all. While a transaction is open the writer pings it (``pingTransaction``) every
 a transaction the controller ended anyway (a lost lease) fails its next write or commit with
 :class:`TxnFailedError`.
 
+A transaction stays writable and committable when the stream scales while it is open: its
+transaction segments belong to the epoch it began in, and the controller commits it into that
+epoch's key ranges after the stream's current events (Pravega's rolling transactions), so each
+key's events are read in the order of the plain writes and the commits.
+
 ::
 
     async with TransactionalEventStreamWriter(pool, controller, "scope", "stream") as writer:

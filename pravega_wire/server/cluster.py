@@ -32,12 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .faults import FaultPlan
+from .controller import DEFAULT_SCALE_WINDOW
 from .placement import DEFAULT_CONTAINER_COUNT, store_index_of
+from .rates import DEFAULT_HALF_LIFE, RateMeter
 from .segmentstore import DEFAULT_READ_WAIT, SegmentStore
 from .storage import TABLE, Storage
 
@@ -57,6 +59,13 @@ class EmbeddedCluster:
     :class:`FaultPlan` (by index). ``read_wait`` is how long the stores hold a read at a
     tail (the real store's one minute by default).
 
+    Stream policies: the stores measure each segment's append rates (exponentially weighted,
+    halving in weight every ``rate_half_life`` seconds) and every ``policy_interval`` seconds
+    (None: only when :meth:`EmbeddedController.auto_scale` / ``enforce_retention`` are called)
+    the controller auto-scales streams with a by-rate scaling policy (a rate beyond the target
+    for ``scale_window`` seconds) and truncates streams with a retention policy. ``clock``
+    (``time.monotonic`` by default) times both; tests inject their own.
+
     The cluster is the controller's segment admin: the controller creates, seals, truncates and
     deletes segments by calling the owning store in process.
     """
@@ -66,7 +75,11 @@ class EmbeddedCluster:
                  controller_port: int = 0, store_ports: Sequence[int] | None = None,
                  faults: Mapping[int, FaultPlan] | None = None,
                  read_wait: float = DEFAULT_READ_WAIT,
-                 container_count: int = DEFAULT_CONTAINER_COUNT):
+                 container_count: int = DEFAULT_CONTAINER_COUNT,
+                 clock: Callable[[], float] = time.monotonic,
+                 rate_half_life: float = DEFAULT_HALF_LIFE,
+                 scale_window: float = DEFAULT_SCALE_WINDOW,
+                 policy_interval: float | None = 1.0):
         if stores < 1:
             raise ValueError("a cluster needs at least one segment store")
         if store_ports is not None and len(store_ports) != stores:
@@ -79,6 +92,10 @@ class EmbeddedCluster:
         self.controller_port = controller_port
         self.container_count = container_count
         self.read_wait = read_wait
+        self.clock = clock
+        self.rate_half_life = rate_half_life
+        self.scale_window = scale_window
+        self.policy_interval = policy_interval
         self.token_key = secrets.token_bytes(32) if auth else None
         self._ports = list(store_ports) if store_ports is not None else [0] * stores
         self._faults = [FaultPlan() for _ in range(stores)]
@@ -99,7 +116,8 @@ class EmbeddedCluster:
         return SegmentStore(storage, host=self.host, port=self._ports[index], index=index,
                             store_count=self.store_count, token_key=self.token_key,
                             read_wait=self.read_wait, faults=self._faults[index],
-                            container_count=self.container_count)
+                            container_count=self.container_count,
+                            rates=RateMeter(self.rate_half_life, self.clock))
 
     async def start(self) -> None:
         """Start the stores, then the controller (when wanted and grpcio is importable)."""
@@ -124,7 +142,9 @@ class EmbeddedCluster:
             controller = EmbeddedController(
                 self.store_endpoints, host=self.host, port=self.controller_port,
                 segment_admin=self, auth=self.auth, token_key=self.token_key,
-                container_count=self.container_count)
+                container_count=self.container_count, clock=self.clock,
+                scale_window=self.scale_window,
+                policy_interval=self.policy_interval)
         except ImportError as exc:
             _LOG.warning("running without a controller: %s", exc)
             return
@@ -217,8 +237,37 @@ class EmbeddedCluster:
 
     async def merge_segment(self, target: str, source: str) -> None:
         """Merge segment ``source`` into ``target`` on their store (a transaction segment lives
-        with its parent); nothing if ``source`` was merged already."""
-        self.store_for(target).merge_segment(target, source)
+        with its parent); nothing if ``source`` was merged already.
+
+        A rolling transaction merges a transaction segment into the duplicate of its parent in
+        a later epoch, which has a name of its own and may live on another store: then the
+        source's data is appended to the target on the target's store and the source deleted,
+        in one step of this process."""
+        store, source_store = self.store_for(target), self.store_for(source)
+        if source_store is store:
+            store.merge_segment(target, source)
+            return
+        segment = store.storage.require(target)
+        moved = source_store.storage.get(source)
+        if moved is None:
+            return
+        data = b"".join(bytes(chunk) for chunk in moved.iter_data())
+        if data:
+            store.storage.append(segment, data)
+            store.storage.commit()
+        source_store.delete_segment(source)
+
+    def segment_rates(self, name: str) -> tuple[float, float]:
+        """``(events/s, bytes/s)`` appended to segment ``name`` lately, as its store measures
+        them."""
+        return self.store_for(name).rates.rates(name)
+
+    def segment_length(self, name: str) -> int:
+        """The length of segment ``name`` on its store; LookupError if it does not exist."""
+        segment = self.store_for(name).storage.get(name)
+        if segment is None:
+            raise LookupError(f"segment {name} does not exist")
+        return segment.write_offset
 
     # ---- child process ------------------------------------------------------------------------
 

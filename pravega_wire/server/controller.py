@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -55,7 +56,7 @@ from pravega_wire.server.tables import MAX_FIXED_KEY_LENGTH
 
 __all__ = [
     "DEFAULT_CONTAINER_COUNT", "DEFAULT_TOKEN_TTL", "MAX_SEGMENTS_PER_STREAM", "MAX_LEASE_MS",
-    "SegmentAdmin",
+    "DEFAULT_SCALE_WINDOW", "SegmentAdmin", "SegmentMeter",
     "EmbeddedController", "key_ranges", "segment_name", "verify_token", "main",
 ]
 
@@ -70,6 +71,14 @@ MAX_SEGMENTS_PER_STREAM = 10_000
 #: Longest transaction lease, in milliseconds, by default (Pravega's controller default,
 #: ``controller.transaction.lease.count.max``: 120 s).
 MAX_LEASE_MS = 120_000
+
+#: How long, in seconds, a segment's rate must stay beyond its stream's target before the
+#: controller scales it, by default (an emulator default; Pravega's stores report after a few
+#: minutes of sustained rate).
+DEFAULT_SCALE_WINDOW = 10.0
+
+#: Bytes in the KB of a ``kbytes_per_sec`` scaling policy (Pravega's ``byDataRate``).
+_KB = 1024
 
 #: Scope and stream names: Pravega's user names (letters, digits, ``.`` and ``-``), optionally
 #: behind the ``_`` prefix of internal names, at most 255 characters.
@@ -119,6 +128,21 @@ class SegmentAdmin(Protocol):
     async def create_table_segment(self, name: str, key_length: int) -> None:
         """Create the empty table segment ``name`` whose keys all have ``key_length`` bytes (a
         key-value table's partition; deleted with :meth:`delete_segment`)."""
+        ...
+
+
+class SegmentMeter(Protocol):
+    """What a segment admin may also report, for auto-scaling and retention (the embedded
+    cluster does): a controller whose admin lacks these methods neither auto-scales nor
+    enforces retention."""
+
+    def segment_rates(self, name: str) -> tuple[float, float]:
+        """``(events/s, bytes/s)`` appended to segment ``name`` lately, as its store measures
+        them (exponentially weighted)."""
+        ...
+
+    def segment_length(self, name: str) -> int:
+        """The length of segment ``name`` (truncated bytes included)."""
         ...
 
 
@@ -228,6 +252,8 @@ class _Segment:
     predecessors: tuple[int, ...] = ()
     #: Removed from the stores because a truncation cut lies after it.
     deleted: bool = False
+    #: Its length once sealed (learnt from its store), for the size of stream cuts.
+    length: int | None = None
 
 
 @dataclasses.dataclass
@@ -260,6 +286,13 @@ class _Stream:
     #: Per epoch: when it began (unix milliseconds) and its segments' ids, in key order.
     epochs: list[tuple[int, list[int]]] = dataclasses.field(default_factory=list)
     transactions: dict[uuid.UUID, _Transaction] = dataclasses.field(default_factory=dict)
+    #: Stream cuts retention recorded: ``(clock time, size of the stream up to the cut, cut)``,
+    #: oldest first (Pravega's ``StreamCutRecord``\ s).
+    retention_cuts: list[tuple[float, int, dict[int, int]]] = dataclasses.field(
+        default_factory=list)
+    #: Auto-scaling: per active segment id, whether its rate is ``"hot"`` or ``"cold"`` and
+    #: since when (clock time).
+    temperature: dict[int, tuple[str, float]] = dataclasses.field(default_factory=dict)
 
 
 def _valid_name(name: str) -> bool:
@@ -302,6 +335,21 @@ def _ancestors(record: _Stream, ids: Iterable[int]) -> set[int]:
             found.add(segment_id)
             pending.extend(record.segments[segment_id].predecessors)
     return found
+
+
+def _duplicate_id(segment_id: int, epoch: int) -> int:
+    """The id of segment ``segment_id``'s duplicate in ``epoch``: same number, new epoch."""
+    return (epoch << 32) | (segment_id & 0xFFFFFFFF)
+
+
+def _duplicates(originals: Iterable[_Segment], epoch: int,
+                after: Sequence[_Segment]) -> list[_Segment]:
+    """Copies of ``originals`` in ``epoch`` (same numbers and key ranges), in key order, each
+    a successor of the segments of ``after`` whose key range it overlaps."""
+    return sorted((_Segment(_duplicate_id(s.segment_id, epoch), s.min_key, s.max_key,
+                            tuple(p.segment_id for p in after
+                                  if p.min_key < s.max_key and s.min_key < p.max_key))
+                   for s in originals), key=lambda s: s.min_key)
 
 
 def _load_grpc() -> tuple[ModuleType, ModuleType, ModuleType]:
@@ -368,6 +416,11 @@ class EmbeddedController:
     ``max_lease_ms`` the longest transaction lease ``createTransaction`` and
     ``pingTransaction`` accept.
 
+    Stream policies (:meth:`auto_scale`, :meth:`enforce_retention`) run every
+    ``policy_interval`` seconds when it is set, or when called. ``clock`` (``time.monotonic``
+    by default) times them; ``scale_window`` is how long, in seconds of that clock, a segment's
+    rate must stay beyond its target before it is split or merged.
+
     Use ``async with EmbeddedController(...) as controller:`` or ``await start()`` /
     ``await stop()``; after starting, :attr:`port` and :attr:`uri` tell where it listens.
     Besides the RPCs it offers :meth:`scale_stream` and :meth:`truncate_stream` (what the
@@ -380,7 +433,10 @@ class EmbeddedController:
                  container_count: int = DEFAULT_CONTAINER_COUNT,
                  credentials: Mapping[str, str] | None = None, token_key: bytes | None = None,
                  token_ttl: float = DEFAULT_TOKEN_TTL, tls: tuple[bytes, bytes] | None = None,
-                 list_page_size: int = 1000, max_lease_ms: int = MAX_LEASE_MS):
+                 list_page_size: int = 1000, max_lease_ms: int = MAX_LEASE_MS,
+                 clock: Callable[[], float] = time.monotonic,
+                 scale_window: float = DEFAULT_SCALE_WINDOW,
+                 policy_interval: float | None = None):
         if not store_endpoints:
             raise ValueError("the controller needs at least one segment store endpoint")
         if container_count <= 0 or list_page_size <= 0 or token_ttl <= 0 or max_lease_ms <= 0:
@@ -398,6 +454,12 @@ class EmbeddedController:
         self.tls = tls
         self.list_page_size = list_page_size
         self.max_lease_ms = max_lease_ms
+        if scale_window < 0 or (policy_interval is not None and policy_interval <= 0):
+            raise ValueError("scale_window must be >= 0 and policy_interval positive")
+        self.clock = clock
+        self.scale_window = scale_window
+        self.policy_interval = policy_interval
+        self._policies: asyncio.Task[None] | None = None
         #: Numbers the transactions (the low half of their ids), across all streams.
         self._txn_counter = 0
         self._scopes: set[str] = set()
@@ -458,10 +520,17 @@ class EmbeddedController:
         self.port = bound
         await server.start()
         self._server = server
+        if self.policy_interval is not None:
+            self._policies = asyncio.get_running_loop().create_task(self._apply_policies())
 
     async def stop(self, grace: float | None = 0.5) -> None:
         """Stop serving (RPCs in progress get ``grace`` seconds to finish)."""
         server, self._server = self._server, None
+        policies, self._policies = self._policies, None
+        if policies is not None:
+            policies.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await policies
         if server is not None:
             await server.stop(grace)
         for record in self._streams.values():  # no lease runs out on a stopped controller
@@ -1114,24 +1183,24 @@ class EmbeddedController:
     async def commitTransaction(self, request: Any, context: Any) -> Any:
         """Merges each transaction segment into its segment, in key order, and answers once
         the transaction is COMMITTED: SUCCESS (also again for a committed one),
-        STREAM_NOT_FOUND, TRANSACTION_NOT_FOUND; FAILURE for an aborted transaction, one whose
-        epoch the stream has scaled past (Pravega's rolling transactions are not emulated), or
-        a store failure (the transaction stays OPEN, its lease running)."""
+        STREAM_NOT_FOUND, TRANSACTION_NOT_FOUND; FAILURE for an aborted transaction, a sealed
+        stream, or a store failure (the transaction stays OPEN, its lease running). A
+        transaction whose epoch the stream has scaled past is rolled over into two new epochs
+        (:meth:`_roll_transaction`), as Pravega's controller commits it."""
         status = self._pb.TxnStatus
         info = request.streamInfo
         async with self._lock:
             record, txn, answer = self._finishing(info, request.txnId, "COMMITTED")
             if answer is not None:
                 return answer
-            if txn_epoch(txn.txn_id) != record.epoch or record.sealed:
+            if record.sealed:
                 return status(status=status.FAILURE)
             txn.state = "COMMITTING"
             try:
-                if self.segment_admin is not None:
-                    for segment_id, name in zip(
-                            txn.segments, self._txn_segment_names(info.scope, info.stream, txn)):
-                        await self.segment_admin.merge_segment(
-                            segment_name(info.scope, info.stream, segment_id), name)
+                if txn_epoch(txn.txn_id) == record.epoch:
+                    await self._merge_transaction(info.scope, info.stream, txn, txn.segments)
+                else:
+                    await self._roll_transaction(info.scope, info.stream, record, txn)
             except Exception as exc:  # noqa: BLE001 (the status says so)
                 _LOG.warning("commit of transaction %s failed: %r", txn.txn_id, exc)
                 txn.state = "OPEN"
@@ -1140,6 +1209,49 @@ class EmbeddedController:
             txn.state = "COMMITTED"
             txn.finished.set()
         return status(status=status.SUCCESS)
+
+    async def _merge_transaction(self, scope: str, stream: str, txn: _Transaction,
+                                 targets: Sequence[int]) -> None:
+        """Merge the transaction's segment beside ``txn.segments[i]`` into segment
+        ``targets[i]``, in key order."""
+        if self.segment_admin is None:
+            return
+        for target, name in zip(targets, self._txn_segment_names(scope, stream, txn)):
+            await self.segment_admin.merge_segment(segment_name(scope, stream, target), name)
+
+    async def _roll_transaction(self, scope: str, stream: str, record: _Stream,
+                                txn: _Transaction) -> None:
+        """Commit a transaction of an epoch the stream has scaled past, as Pravega's
+        ``CommitRequestHandler`` does with a *rolling transaction* (under the lock).
+
+        With the stream at epoch ``A`` and the transaction begun in epoch ``T < A``: epoch
+        ``A + 1`` duplicates epoch ``T``'s segments (same segment numbers and key ranges, the new
+        epoch in their ids), successors of the active segments they overlap; the transaction
+        segments are merged into them and they are sealed at once. Epoch ``A + 2`` duplicates
+        the active segments, successors of the duplicates they overlap, and becomes current
+        once the old active segments are sealed. A reader (or writer) that follows successors
+        thus meets, for every key, the events written before the commit, then the
+        transaction's, then those written after it. Every step is idempotent, so a commit
+        that failed half-way can be repeated; the metadata changes only once all succeeded."""
+        rolled_epoch = record.epoch + 1
+        active = [record.segments[i] for i in record.active]
+        rolled = _duplicates([record.segments[i] for i in txn.segments], rolled_epoch, active)
+        current = _duplicates(active, rolled_epoch + 1, rolled)
+        admin = self.segment_admin
+        if admin is not None:
+            for created in (*rolled, *current):
+                await admin.create_segment(segment_name(scope, stream, created.segment_id))
+        await self._merge_transaction(scope, stream, txn,
+                                      [_duplicate_id(i, rolled_epoch) for i in txn.segments])
+        if admin is not None:
+            for sealed in (*rolled, *active):
+                await admin.seal_segment(segment_name(scope, stream, sealed.segment_id))
+        record.segments.update((s.segment_id, s) for s in (*rolled, *current))
+        record.epoch = rolled_epoch + 1
+        record.active = [s.segment_id for s in current]
+        now = _now_ms()
+        record.epochs.append((now, [s.segment_id for s in rolled]))
+        record.epochs.append((now, list(record.active)))
 
     @_rpc
     async def abortTransaction(self, request: Any, context: Any) -> Any:
@@ -1445,6 +1557,12 @@ class EmbeddedController:
                 raise LookupError(f"stream {scope}/{stream} does not exist")
             _check_cut(record, cut)
             doomed = [i for i in sorted(_ancestors(record, cut)) if not record.segments[i].deleted]
+            meter = self._meter()
+            if meter is not None:  # what retention needs to size stream cuts, kept
+                for segment_id in doomed:
+                    if record.segments[segment_id].length is None:
+                        record.segments[segment_id].length = meter.segment_length(
+                            segment_name(scope, stream, segment_id))
             if self.segment_admin is not None:
                 for segment_id, offset in sorted(cut.items()):
                     await self.segment_admin.truncate_segment(
@@ -1455,6 +1573,145 @@ class EmbeddedController:
             for segment_id in doomed:
                 record.segments[segment_id].deleted = True
             record.head = dict(cut)
+
+
+    # ---- stream policies: auto-scaling and retention -----------------------------------------
+
+    async def _apply_policies(self) -> None:
+        """Every ``policy_interval`` seconds: auto-scale, then enforce retention (a periodic
+        timer, as Pravega's controller runs its auto-scale and retention workers)."""
+        assert self.policy_interval is not None
+        while True:
+            await asyncio.sleep(self.policy_interval)
+            try:
+                await self.auto_scale()
+                await self.enforce_retention()
+            except Exception:  # noqa: BLE001 (the next round tries again)
+                _LOG.exception("applying stream policies failed")
+
+    def _meter(self) -> SegmentMeter | None:
+        admin = self.segment_admin
+        if hasattr(admin, "segment_rates") and hasattr(admin, "segment_length"):
+            return admin  # type: ignore[return-value]
+        return None
+
+    async def auto_scale(self) -> list[tuple[str, str, list[int], list[int]]]:
+        """One round of auto-scaling, as Pravega's controller scales on its segment stores'
+        reports: for each open stream with a by-rate scaling policy, a segment whose measured
+        rate (events/s, or KB/s) has stayed above ``targetRate`` for ``scale_window`` is split
+        into ``scaleFactor`` equal key ranges; two neighbouring segments that have both stayed
+        below it for the window, and together are still below it, are merged, unless the
+        stream would have fewer than ``minNumSegments`` segments. Returns the scales made:
+        ``(scope, stream, sealed ids, new ids)``."""
+        meter = self._meter()
+        if meter is None:
+            return []
+        done = []
+        for (scope, stream), record in list(self._streams.items()):
+            policy = record.config.scalingPolicy
+            if record.sealed or policy.scaleType == policy.FIXED_NUM_SEGMENTS \
+                    or policy.targetRate <= 0:
+                continue
+            scale = self._scale_due(scope, stream, record, meter)
+            if scale is None:
+                continue
+            sealed, ranges = scale
+            try:
+                created = await self.scale_stream(scope, stream, sealed, ranges)
+            except (LookupError, ValueError):
+                continue  # the stream changed meanwhile: the next round looks again
+            _LOG.info("auto-scaled %s/%s: %s -> %s", scope, stream, sealed, created)
+            done.append((scope, stream, sealed, created))
+        return done
+
+    def _scale_due(self, scope: str, stream: str, record: _Stream, meter: SegmentMeter
+                   ) -> tuple[list[int], list[tuple[float, float]]] | None:
+        """Update the segments' temperatures; the split or merge due now, if any."""
+        policy = record.config.scalingPolicy
+        by_events = policy.scaleType == policy.BY_RATE_IN_EVENTS_PER_SEC
+        now = self.clock()
+        rates = {}
+        for segment_id in record.active:
+            events, nbytes = meter.segment_rates(segment_name(scope, stream, segment_id))
+            rates[segment_id] = events if by_events else nbytes / _KB
+            state = "hot" if rates[segment_id] > policy.targetRate else \
+                "cold" if rates[segment_id] < policy.targetRate else "even"
+            known = record.temperature.get(segment_id)
+            if known is None or known[0] != state:
+                record.temperature[segment_id] = (state, now)
+        record.temperature = {i: record.temperature[i] for i in record.active}
+
+        def lasted(segment_id: int, state: str) -> bool:
+            known = record.temperature[segment_id]
+            return known[0] == state and now - known[1] >= self.scale_window
+
+        for segment_id in record.active:
+            if lasted(segment_id, "hot") and policy.scaleFactor > 1:
+                segment = record.segments[segment_id]
+                low, high, parts = segment.min_key, segment.max_key, policy.scaleFactor
+                bounds = [low + (high - low) * i / parts for i in range(parts)] + [high]
+                return [segment_id], [(bounds[i], bounds[i + 1]) for i in range(parts)]
+        if len(record.active) > max(1, policy.minNumSegments):
+            for left, right in zip(record.active, record.active[1:]):
+                if lasted(left, "cold") and lasted(right, "cold") \
+                        and rates[left] + rates[right] < policy.targetRate:
+                    return [left, right], [(record.segments[left].min_key,
+                                            record.segments[right].max_key)]
+        return None
+
+    async def enforce_retention(self) -> list[tuple[str, str, dict[int, int]]]:
+        """One round of retention, as Pravega's controller runs it: for each open stream with a
+        retention policy, record a stream cut at the stream's tail (its time and the stream's
+        size up to it), then truncate the stream at the latest recorded cut that keeps at
+        least the limit: ``retentionParam`` bytes after it (by size), or a cut recorded at
+        least ``retentionParam`` milliseconds ago (by time). Returns the truncations made:
+        ``(scope, stream, cut)``."""
+        meter = self._meter()
+        if meter is None:
+            return []
+        done = []
+        for (scope, stream), record in list(self._streams.items()):
+            policy = record.config.retentionPolicy
+            if record.sealed or policy.retentionType not in (policy.TIME, policy.SIZE) \
+                    or policy.retentionParam <= 0:
+                continue
+            now = self.clock()
+            tail = {i: meter.segment_length(segment_name(scope, stream, i))
+                    for i in record.active}
+            size = self._size_up_to(scope, stream, record, meter, tail)
+            if not record.retention_cuts or record.retention_cuts[-1][2] != tail:
+                record.retention_cuts.append((now, size, tail))  # nothing new: no new cut
+            if policy.retentionType == policy.SIZE:
+                eligible = [c for c in record.retention_cuts
+                            if size - c[1] >= policy.retentionParam]
+            else:
+                eligible = [c for c in record.retention_cuts
+                            if (now - c[0]) * 1000 >= policy.retentionParam]
+            if not eligible:
+                continue
+            _, _, cut = eligible[-1]
+            record.retention_cuts = record.retention_cuts[record.retention_cuts.index(
+                eligible[-1]) + 1:]
+            if cut == record.head:
+                continue
+            try:
+                await self.truncate_stream(scope, stream, cut)
+            except (LookupError, ValueError):
+                continue
+            done.append((scope, stream, cut))
+        return done
+
+    def _size_up_to(self, scope: str, stream: str, record: _Stream, meter: SegmentMeter,
+                    cut: Mapping[int, int]) -> int:
+        """The stream's bytes before ``cut``: every segment preceding it, whole, and the cut's
+        offsets (sealed segments' lengths are learnt once and kept)."""
+        size = sum(cut.values())
+        for segment_id in _ancestors(record, cut):
+            segment = record.segments[segment_id]
+            if segment.length is None:
+                segment.length = meter.segment_length(segment_name(scope, stream, segment_id))
+            size += segment.length
+        return size
 
 
 # ---- command line ----------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from ..errors import InvalidMessageError
 from .controller import verify_token
 from .faults import REPLY_ACTIONS, FaultPlan
 from .placement import DEFAULT_CONTAINER_COUNT, store_index_of
+from .rates import RateMeter
 from .storage import (NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, BadOffsetError, Segment,
                       SegmentExistsError, SegmentSealedError, Storage, StorageError,
                       WrongSegmentTypeError, transient_segment_name)
@@ -481,6 +482,7 @@ class _Connection(asyncio.Protocol):
                          state.last_stored, stored)
             self.close()
             return
+        before = segment.write_offset
         try:
             length = self.storage.append(segment, append.data, ((writer, event_number),),
                                          append.expected_length, append.event_count)
@@ -497,6 +499,7 @@ class _Connection(asyncio.Protocol):
             return
         state.last_stored = event_number
         self.store.stats["appends applied"] += 1
+        self.store.rates.record(append.segment, append.event_count, length - before)
         self._ack(state, append, length)
         if faults.active and faults.fire(("drop_after_append",), "Append",
                                          append.segment) is not None:
@@ -1011,7 +1014,8 @@ class SegmentStore:
                  port: int = 0, index: int = 0, store_count: int = 1,
                  token_key: bytes | None = None, read_wait: float = DEFAULT_READ_WAIT,
                  faults: FaultPlan | None = None,
-                 container_count: int = DEFAULT_CONTAINER_COUNT):
+                 container_count: int = DEFAULT_CONTAINER_COUNT,
+                 rates: RateMeter | None = None):
         if not 0 <= index < store_count:
             raise ValueError(f"store index {index} is not in [0, {store_count})")
         if not read_wait > 0:
@@ -1026,6 +1030,8 @@ class SegmentStore:
         self.read_wait = read_wait
         self.faults = faults if faults is not None else FaultPlan()
         self.stats: collections.Counter[str] = collections.Counter()
+        #: The append rates of the segments (what auto-scaling reads).
+        self.rates = rates if rates is not None else RateMeter()
         self._connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._accepting = False  # True from start() until stop(): connections are served
@@ -1115,6 +1121,7 @@ class SegmentStore:
         segment = self.storage.get(name)
         sealed = segment is not None and self.storage.seal(segment)
         self.storage.commit()
+        self.rates.forget(name)
         return sealed
 
     def delete_segment(self, name: str) -> bool:
