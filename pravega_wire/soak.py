@@ -124,7 +124,7 @@ class SoakConfig:
     max_pending_events: int = 400
     #: Lifetime of the delegation tokens (seconds). Long by default: a SegmentReader keeps the
     #: token it connected with, and the store's refusal of an expired one reaches no flow
-    #: (PROTOCOL.md §3.8), so each expiry on a live connection costs the reader a whole reply
+    #: (docs/protocol.md §3.8), so each expiry on a live connection costs the reader a whole reply
     #: timeout; ``--token-ttl 5`` shows such readers as stuck. Expiries are injected instead.
     token_ttl: int = 3600
     weights: Tuple[Tuple[str, float], ...] = tuple(FAULT_WEIGHTS.items())
@@ -147,7 +147,7 @@ _WRITER = EventWriterConfig(enable_connection_pooling=True, retry=_RETRY, setup_
 _REQUEST_TIMEOUT = 2.0
 _READ_TIMEOUT = 1.0
 #: Bound on one unanswered ReadSegment before the reader reconnects (a store refuses a read
-#: for an expired token with a reply no flow receives, PROTOCOL.md §3.8).
+#: for an expired token with a reply no flow receives, docs/protocol.md §3.8).
 _REPLY_TIMEOUT = 3.0
 #: Reads in a row that time out while data is there before a reader counts as stuck (no fault
 #: lasts this long: stalls and throttles end within 1.5 s, retries back off at most 0.5 s,

@@ -466,7 +466,7 @@ async def test_rejected_token(cluster):
 @pytest.mark.asyncio
 async def test_the_stores_read_token_quirk_is_dropped_by_the_pool(cluster):
     """A real store puts the read offset where the request id of AuthTokenCheckFailed
-    belongs, so a pool cannot route it (PROTOCOL.md §3.8): the read just gets no answer."""
+    belongs, so a pool cannot route it (docs/protocol.md §3.8): the read just gets no answer."""
     cluster.valid_tokens = {"good"}
     pool = FakePool(cluster)
     async with reader_for(cluster, pool, token_provider=FakeTokens("bad")) as reader:

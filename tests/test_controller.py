@@ -346,7 +346,7 @@ def test_scope_and_stream_lifecycle_statuses():
                 assert (await stub.deleteStream(_info("sc", "st"))).status == \
                     delete.STREAM_NOT_FOUND
 
-                # Re-created, the stream continues the numbering (CONTROLLER.md §4.2).
+                # Re-created, the stream continues the numbering (docs/controller.md §4.2).
                 assert (await stub.createStream(_config("sc", "st", 2))).status == create.SUCCESS
                 current = await stub.getCurrentSegments(_info("sc", "st"))
                 assert [r.segmentId.segmentId for r in current.segmentRanges] == [3, 4]

@@ -1,6 +1,6 @@
 """The segment writer: events to one segment, acknowledged, never lost, never duplicated.
 
-Behaviour follows Pravega's ``SegmentOutputStreamImpl`` (PROTOCOL.md §9.1):
+Behaviour follows Pravega's ``SegmentOutputStreamImpl`` (docs/protocol.md §9.1):
 
 - one random writer id per writer; its requests carry ``flow_id << 32`` of its current flow;
 - events get consecutive numbers (1, 2, …); a batch of k is one append numbered n+k;

@@ -1,4 +1,4 @@
-"""An embedded Pravega controller: the controller's gRPC service (CONTROLLER.md) over an
+"""An embedded Pravega controller: the controller's gRPC service (docs/controller.md) over an
 in-memory state model, for tests and for the embedded cluster.
 
 The controller owns the metadata (scopes, streams, their configurations, segments and key ranges)
@@ -120,14 +120,14 @@ class SegmentAdmin(Protocol):
 
 def segment_name(scope: str, stream: str, segment_id: int) -> str:
     """The qualified name of a segment, ``<scope>/<stream>/<number>.#epoch.<epoch>``, from its
-    64-bit id ``(epoch << 32) | number`` (CONTROLLER.md §4.2; the epoch is always written)."""
+    64-bit id ``(epoch << 32) | number`` (docs/controller.md §4.2; the epoch is always written)."""
     return f"{scope}/{stream}/{segment_id & 0xFFFFFFFF}.#epoch.{segment_id >> 32}"
 
 
 def key_ranges(count: int) -> list[tuple[float, float]]:
     """The routing-key ranges of a new stream with ``count`` segments: segment ``i`` covers
     ``[i/count, (i+1)/count)``, each bound one division (never ``i * (1/count)``) and the last
-    upper bound exactly 1.0, as the Rust client requires (CONTROLLER.md §4.3)."""
+    upper bound exactly 1.0, as the Rust client requires (docs/controller.md §4.3)."""
     if count < 1:
         raise ValueError("a stream needs at least one segment")
     bounds = [i / count for i in range(count)] + [1.0]
@@ -135,7 +135,7 @@ def key_ranges(count: int) -> list[tuple[float, float]]:
 
 
 def _published_host(host: str) -> str:
-    """A host as the Rust client can parse and resolve it (CONTROLLER.md §4.4): ``localhost``
+    """A host as the Rust client can parse and resolve it (docs/controller.md §4.4): ``localhost``
     becomes ``127.0.0.1``; an IPv6 literal is bracketed with upper-case hex."""
     if host == "localhost":
         return "127.0.0.1"
@@ -325,7 +325,7 @@ def _rpc(method: _Handler) -> _Handler:
     """Wrap a servicer method: check authentication first, answer :class:`_Abort` with its
     status, and turn any unexpected exception into an explicit INTERNAL status (a raising
     servicer would answer UNKNOWN, which the Rust client retries for about a minute:
-    CONTROLLER.md pitfall 4)."""
+    docs/controller.md §4.1)."""
 
     @functools.wraps(method)
     async def wrapper(self: EmbeddedController, request: Any, context: Any) -> Any:
@@ -590,7 +590,7 @@ class EmbeddedController:
     def _page(self, names: Iterable[str], token: str) -> tuple[list[str], str]:
         """One page of sorted ``names`` after continuation ``token`` (the last name handed
         out; ``""`` = from the start), and the token for the next page. Past the end: an empty
-        page and the same token, so that a client's listing terminates (CONTROLLER.md §4.7)."""
+        page and the same token, so that a client's listing terminates (docs/controller.md §4.7)."""
         page = sorted(n for n in names if n > token)[:self.list_page_size]
         return page, (page[-1] if page else token)
 

@@ -1,4 +1,4 @@
-"""An embedded Pravega-compatible segment store: the wire protocol of PROTOCOL.md, served with
+"""An embedded Pravega-compatible segment store: the wire protocol of docs/protocol.md, served with
 asyncio over :mod:`pravega_wire.codec` and :class:`pravega_wire.appends.AppendDecoder`, on
 :class:`~pravega_wire.server.storage.Storage`.
 
@@ -6,7 +6,7 @@ Per connection, bytes go through ``FrameDecoder(server=True)`` → ``AppendDecod
 handlers below; replies are encoded and written once per loop iteration (after a group commit
 of the storage, so nothing is acknowledged before it is durable).
 
-What it does, as Pravega's segment store does (PROTOCOL.md §3.8, §4.6, §9):
+What it does, as Pravega's segment store does (docs/protocol.md §3.8, §4.6, §9):
 
 - Hello: replies ``Hello(17, 5)``, then closes the connection if the client's range does not
   overlap. KeepAlive is echoed.
@@ -14,7 +14,7 @@ What it does, as Pravega's segment store does (PROTOCOL.md §3.8, §4.6, §9):
   a segment attribute (the writer id), so that a writer reconnecting anywhere is deduplicated.
   Each append is applied atomically with that attribute and acknowledged with one cumulative
   DataAppended (previous event number, segment length after it). An append whose event number
-  is not above the stored one is a retransmission: acknowledged, not applied (CONTROLLER.md
+  is not above the stored one is a retransmission: acknowledged, not applied (docs/controller.md
   §5.4). An append whose writer attribute moved under it (another connection wrote for the same
   writer) gets InvalidEventNumber and the connection is closed. After a failed append (sealed,
   missing segment) the error is sent once and the writer forgotten; its next append on the
