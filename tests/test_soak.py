@@ -1,8 +1,8 @@
-"""The fault soak (``pravega_wire.soak``) in its CI size, and the TCP fault proxy it uses
+"""The fault soak (``tests/soak.py``) in its CI size, and the TCP fault proxy it uses
 (``pravega_wire.server.faultproxy``): every fault exact to the byte and reproducible with a seed.
 
 CI size: ``SOAK_FAULTS`` faults (default 1,000) with seed ``SOAK_SEED`` (default 1). The long
-runs are ``python -m pravega_wire.soak --faults N`` (RELIABILITY.md).
+runs are ``python tests/soak.py --faults N`` (RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pravega_wire.errors import ConnectionFailedError, TimeoutError
 from pravega_wire.pool import ClientConfig, ConnectionPool
 from pravega_wire.server import EmbeddedCluster
 from pravega_wire.server.faultproxy import BOTH, DOWNSTREAM, UPSTREAM, FaultProxy
-from pravega_wire.soak import FAULT_WEIGHTS, SoakConfig, _Soak, run_soak
+from soak import FAULT_WEIGHTS, SoakConfig, _Soak, run_soak
 
 SOAK_FAULTS = int(os.environ.get("SOAK_FAULTS", "1000"))
 #: The soak's cluster checks delegation tokens, which the embedded controller (gRPC) issues.

@@ -19,10 +19,10 @@ Authentication (``auth=True``): every RPC must carry an ``authorization`` metada
 from ``credentials``) or ``Bearer <token>`` with a delegation token this controller issued and that
 has not expired. Anything else is answered with UNAUTHENTICATED. Delegation tokens are HS256 JWTs
 signed with :attr:`EmbeddedController.token_key`; segment stores check them with
-:func:`verify_token`. Without auth every delegation token is ``""``.
+:func:`~pravega_wire.server.tokens.verify_token` (:mod:`pravega_wire.server.tokens`, re-exported
+here). Without auth every delegation token is ``""``.
 
-gRPC is an optional dependency: this module imports it only when a controller is started, so the
-token helpers work without it.
+This module imports gRPC only when a controller is started.
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ import base64
 import binascii
 import dataclasses
 import functools
-import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
@@ -45,12 +43,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import ModuleType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pravega_wire.naming import (
     transaction_segment_name, txn_epoch, txn_id_bits, txn_id_from_bits,
 )
 from pravega_wire.server.placement import DEFAULT_CONTAINER_COUNT, store_index_of
+# The token code lives in pravega_wire.server.tokens; these names stay importable from here.
+from pravega_wire.server.tokens import (  # noqa: F401 - re-exported
+    TokenCheck, _b64url, _b64url_decode, _token_body, issue_token as _issue_token, verify_token,
+)
 
 __all__ = [
     "DEFAULT_CONTAINER_COUNT", "DEFAULT_TOKEN_TTL", "MAX_SEGMENTS_PER_STREAM", "MAX_LEASE_MS",
@@ -73,15 +75,6 @@ MAX_LEASE_MS = 120_000
 #: Scope and stream names: Pravega's user names (letters, digits, ``.`` and ``-``), optionally
 #: behind the ``_`` prefix of internal names, at most 255 characters.
 _NAME_RE = re.compile(r"_?[A-Za-z0-9.\-]{1,254}")
-
-_JWT_HEADER = {"alg": "HS256", "typ": "JWT"}
-
-#: Characters escaped in a token body so that its base64 is the same in the standard and the
-#: URL-safe alphabet (only ``>``, ``?`` and ``~`` can produce ``+``/``/`` or ``-``/``_`` from
-#: ASCII JSON). The Rust client decodes the body with the *standard* alphabet.
-_JSON_BASE64_SAFE = str.maketrans({">": "\\u003e", "?": "\\u003f", "~": "\\u007e"})
-
-TokenCheck = Literal["ok", "expired", "invalid"]
 
 
 class SegmentAdmin(Protocol):
@@ -141,73 +134,6 @@ def _published_host(host: str) -> str:
         return "127.0.0.1"
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     return f"[{bare.upper()}]" if ":" in bare else host
-
-
-# ---- delegation tokens -----------------------------------------------------------------------
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64url_decode(text: str) -> bytes:
-    """Strict base64url decoding of an unpadded JWT part (``binascii.Error`` if malformed)."""
-    padded = text + "=" * (-len(text) % 4)
-    return base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
-
-
-def _token_body(claims: Mapping[str, Any]) -> bytes:
-    """JSON of ``claims`` whose base64 is alphabet-neutral and needs no padding."""
-    text = json.dumps(claims, separators=(",", ":"), ensure_ascii=True).translate(
-        _JSON_BASE64_SAFE)
-    return (text + " " * (-len(text) % 3)).encode("ascii")
-
-
-def _issue_token(key: bytes, scope: str, stream: str, ttl: float, now: float) -> str:
-    issued = int(now)
-    claims = {"sub": f"{scope}/{stream}", "aud": "segmentstore", "scope": scope,
-              "stream": stream, "iat": issued, "exp": issued + max(1, int(ttl))}
-    signing_input = _b64url(_token_body(_JWT_HEADER)) + "." + _b64url(_token_body(claims))
-    signature = hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return signing_input + "." + _b64url(signature)
-
-
-def verify_token(token: str, key: bytes, now: float | None = None, *,
-                 segment: str | None = None) -> TokenCheck:
-    """Check a delegation token issued by an :class:`EmbeddedController` holding ``key``.
-
-    Returns ``"ok"``, ``"expired"`` (well formed and correctly signed, but ``exp`` is not after
-    ``now``, default the current time), or ``"invalid"`` (anything else: not three base64url
-    parts, a bad signature, a body that is not a JSON object with an integer ``exp``). With
-    ``segment``, a token also counts as invalid unless it was issued for that segment's stream
-    (the segment's name starts with ``<scope>/<stream>/``; transaction, transient and table
-    segments of the stream included).
-
-    A segment store maps ``"invalid"`` to AuthTokenCheckFailed with TOKEN_CHECK_FAILED and
-    ``"expired"`` to TOKEN_EXPIRED; it should accept ``""`` only when auth is off.
-    """
-    parts = token.split(".")
-    if len(parts) != 3:
-        return "invalid"
-    header, body, signature = parts
-    try:
-        expected = hmac.new(key, f"{header}.{body}".encode("ascii"), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _b64url_decode(signature)):
-            return "invalid"
-        claims = json.loads(_b64url_decode(body))
-        header_claims = json.loads(_b64url_decode(header))
-    except (UnicodeError, binascii.Error, ValueError):
-        return "invalid"
-    if not isinstance(claims, dict) or not isinstance(header_claims, dict):
-        return "invalid"
-    expiry = claims.get("exp")
-    if header_claims.get("alg") != "HS256" or type(expiry) is not int:
-        return "invalid"
-    if segment is not None:
-        scope, stream = claims.get("scope"), claims.get("stream")
-        if (not isinstance(scope, str) or not isinstance(stream, str)
-                or not segment.startswith(f"{scope}/{stream}/")):
-            return "invalid"
-    return "ok" if expiry > (time.time() if now is None else now) else "expired"
 
 
 # ---- state model -----------------------------------------------------------------------------
