@@ -552,10 +552,9 @@ class Connection(_core.ConnectionCore, asyncio.Protocol):
         return False
 
     def _on_hello(self, hello: C.Hello) -> bool:
-        if hello.low_version > C.WIRE_VERSION or hello.high_version < C.OLDEST_COMPATIBLE_VERSION:
-            self._fail(IncompatibleVersionError(
-                f"{self._where()} speaks wire versions {hello.low_version}..{hello.high_version};"
-                f" this client speaks {C.OLDEST_COMPATIBLE_VERSION}..{C.WIRE_VERSION}"))
+        mismatch = C.hello_mismatch(hello)
+        if mismatch is not None:
+            self._fail(IncompatibleVersionError(f"{self._where()} {mismatch}"))
             return False
         self.server_hello = hello
         waiter = self._hello_waiter

@@ -5,6 +5,7 @@ WrongHost, lost connections, wrong offsets, timeouts, ``end_offset``."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 
 import pytest
@@ -507,13 +508,16 @@ async def test_retries_exhausted(cluster, monkeypatch):
         return await real_sleep(delay, *args)
 
     monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    draws = [0.1, 0.3, 0.6, 0.8]  # the injected random source: one draw per wait
+    policy = dataclasses.replace(FAST, jitter="full", random_source=iter(draws).__next__)
     pool = FakePool(cluster)
     pool.refuse()
-    async with reader_for(cluster, pool) as reader:
+    async with reader_for(cluster, pool, retry=policy) as reader:
         with pytest.raises(RetriesExhaustedError):
             await reader.read_event()
     assert len(pool.connects) == FAST.attempts
-    assert slept == [FAST.delay(n) for n in range(FAST.attempts - 1)]  # between attempts
+    # Between attempts, the policy's backoff (full jitter: the draw's share of the ceiling).
+    assert slept == pytest.approx([FAST.delay(n) * r for n, r in enumerate(draws)])
 
 
 @pytest.mark.asyncio

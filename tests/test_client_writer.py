@@ -5,6 +5,7 @@ end the writer, flush, backpressure, batches, close."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import uuid
 
@@ -557,16 +558,20 @@ async def test_retries_exhausted_fail_every_pending_write_and_flush(cluster, mon
         return await real_sleep(delay, *args)
 
     monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    draws = [0.0, 0.25, 0.5, 0.75, 0.9]  # the injected random source: one draw per wait
+    policy = dataclasses.replace(FAST, random_source=iter(draws).__next__)
     pool = FakePool(cluster)
     pool.refuse()  # nothing ever connects
-    writer = SegmentWriter(pool, cluster.endpoints[0], SEG, config=config())
+    writer = SegmentWriter(pool, cluster.endpoints[0], SEG, config=config(retry=policy))
     futures = [writer.write_acked(p) for p in (b"a", b"b")]
     writer.write_nowait(b"c")
     with pytest.raises(RetriesExhaustedError) as info:
         await writer.flush()
     assert len(pool.connects) == FAST.attempts
-    assert slept == list(FAST.delays())  # the policy's backoff, and nothing more
-    assert sum(slept) == pytest.approx(FAST.worst_case_wait())
+    # The policy's backoff before each attempt (equal jitter: half the ceiling plus the draw's
+    # share of the other half), and nothing more.
+    assert slept == pytest.approx([d / 2 + d / 2 * r for d, r in zip(FAST.delays(), draws)])
+    assert sum(slept) <= FAST.worst_case_wait()
     assert info.value.unacknowledged == [b"a", b"b", b"c"]
     for future in futures:
         assert isinstance(future.exception(), RetriesExhaustedError)

@@ -83,6 +83,21 @@ async def test_an_incompatible_server_is_a_typed_error_and_a_closed_connection(w
         await wait_until(lambda: server.connections[0].closed, what="the server to see a close")
 
 
+@pytest.mark.parametrize("high, low, compatible", [
+    (17, 5, True), (5, 5, True), (17, 17, True), (99, 17, True), (99, 5, True),
+    (4, 1, False), (99, 18, False), (30, 20, False),
+])
+def test_the_one_hello_check_its_edges(high, low, compatible):
+    """commands.hello_mismatch is the Hello check of the connection, the request client and
+    the embedded store: incompatible when the peer's lowest version is above 17 or its highest
+    below 5 (docs/protocol.md §1.3)."""
+    mismatch = C.hello_mismatch(C.Hello(high, low))
+    if compatible:
+        assert mismatch is None
+    else:
+        assert mismatch == (f"speaks wire versions {low}..{high}; this side speaks 5..17")
+
+
 @pytest.mark.asyncio
 async def test_a_server_that_never_says_hello_fails_the_connect_within_its_timeout(wire):
     async with ScriptedServer(wire, hello=None) as server:

@@ -261,12 +261,9 @@ class RawClient:
     def reply_received(self, reply: Any) -> None:
         t = type(reply)
         if t is C.Hello:
-            if (reply.low_version > C.WIRE_VERSION
-                    or reply.high_version < C.OLDEST_COMPATIBLE_VERSION):
-                self._close(IncompatibleVersionError(
-                    f"{self.endpoint} speaks wire versions {reply.low_version}.."
-                    f"{reply.high_version}; this client speaks {C.OLDEST_COMPATIBLE_VERSION}.."
-                    f"{C.WIRE_VERSION}"))
+            mismatch = C.hello_mismatch(reply)
+            if mismatch is not None:
+                self._close(IncompatibleVersionError(f"{self.endpoint} {mismatch}"))
             else:
                 self.server_version = min(C.WIRE_VERSION, reply.high_version)
             return

@@ -61,12 +61,12 @@ from .. import commands as C
 from ..appends import Append, AppendDecoder
 from ..codec import FrameDecoder, encode, encode_parts
 from ..errors import InvalidMessageError
-from .controller import verify_token
+from .tokens import verify_token
 from .faults import REPLY_ACTIONS, FaultPlan
 from .placement import DEFAULT_CONTAINER_COUNT, store_index_of
-from .storage import (NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, BadOffsetError, Segment,
-                      SegmentExistsError, SegmentSealedError, Storage, StorageError,
-                      WrongSegmentTypeError, transient_segment_name)
+from .storage import (NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, UnexpectedOffsetError, Segment,
+                      SegmentExistsError, SealedSegmentError, Storage, StorageError,
+                      SegmentTypeMismatchError, transient_segment_name)
 from .tables import (BadKeyVersionError, BadTableOffsetError, Entry, KeyNotFoundError,
                      TableArgumentError, TableError, TableFormatError, TableNotEmptyError,
                      TableUnsupportedError)
@@ -411,9 +411,9 @@ class _Connection(asyncio.Protocol):
             self.send(C.Hello(4, 1))
             return
         self.send(C.Hello(C.WIRE_VERSION, C.OLDEST_COMPATIBLE_VERSION))
-        if cmd.low_version > C.WIRE_VERSION or cmd.high_version < C.OLDEST_COMPATIBLE_VERSION:
-            _LOG.warning("closing connection from %s: incompatible client versions %d..%d",
-                         self.peer, cmd.low_version, cmd.high_version)
+        mismatch = C.hello_mismatch(cmd)
+        if mismatch is not None:
+            _LOG.warning("closing connection from %s: the client %s", self.peer, mismatch)
             self.close()
 
     def _on_keep_alive(self, cmd: C.KeepAlive) -> None:
@@ -484,14 +484,14 @@ class _Connection(asyncio.Protocol):
         try:
             length = self.storage.append(segment, append.data, ((writer, event_number),),
                                          append.expected_length, append.event_count)
-        except BadOffsetError:
+        except UnexpectedOffsetError:
             self.send(C.ConditionalCheckFailed(writer, event_number, rid))
             return
-        except SegmentSealedError:
+        except SealedSegmentError:
             self.send(C.SegmentIsSealed(rid, append.segment, "", event_number))
             del self.writers[key]
             return
-        except WrongSegmentTypeError:
+        except SegmentTypeMismatchError:
             self._unsupported(rid, "appending data")
             del self.writers[key]
             return
@@ -673,10 +673,10 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.storage.truncate(segment, offset)
-        except BadOffsetError:  # the segment is unchanged: report its start, as Java does
+        except UnexpectedOffsetError:  # the segment is unchanged: report its start, as Java does
             self.send(C.SegmentIsTruncated(rid, name, segment.start_offset, "", offset))
             return
-        except WrongSegmentTypeError:
+        except SegmentTypeMismatchError:
             self._unsupported(rid, "truncateSegment")
             return
         self.send(C.SegmentTruncated(rid, name))
@@ -716,7 +716,7 @@ class _Connection(asyncio.Protocol):
                 return
         try:
             length = self.storage.merge(target, source)
-        except SegmentSealedError:
+        except SealedSegmentError:
             self.send(C.SegmentIsSealed(rid, source_name, "", -1))
             return
         except StorageError:
@@ -748,7 +748,7 @@ class _Connection(asyncio.Protocol):
                 continue
             try:
                 offsets.append(self.storage.merge(target, source))
-            except SegmentSealedError:
+            except SealedSegmentError:
                 self.send(C.SegmentIsSealed(rid, target_name, "", -1))
                 return
             except StorageError:
@@ -844,7 +844,7 @@ class _Connection(asyncio.Protocol):
         except TableError as exc:
             self._table_failure(exc, rid, name, "updateTableEntries", cmd.table_segment_offset)
             return
-        except SegmentSealedError:
+        except SealedSegmentError:
             self.send(C.SegmentIsSealed(rid, name, "", cmd.table_segment_offset))
             return
         self.send(C.TableEntriesUpdated(rid, versions))
@@ -862,7 +862,7 @@ class _Connection(asyncio.Protocol):
         except TableError as exc:
             self._table_failure(exc, rid, name, "removeTableKeys", cmd.table_segment_offset)
             return
-        except SegmentSealedError:
+        except SealedSegmentError:
             self.send(C.SegmentIsSealed(rid, name, "", cmd.table_segment_offset))
             return
         self.send(C.TableKeysRemoved(rid, name))
