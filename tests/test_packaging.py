@@ -17,8 +17,6 @@ from pravega_wire.codec import pure_requested
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest.importorskip("build", reason="the 'build' package (test extra) is needed")
-
 
 def _build(args, cwd, out, env=None):
     result = subprocess.run([sys.executable, "-m", "build", "--no-isolation", *args, "-o", str(out)],

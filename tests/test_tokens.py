@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
 import struct
 
@@ -25,8 +24,6 @@ from client_fakes import FakeCluster, FakePool, event_record, settle, until
 
 SEG = "scope/stream/0.#epoch.0"
 FAST = RetryPolicy(initial_delay=0.001, multiplier=2.0, max_delay=0.004, attempts=5)
-needs_grpc = pytest.mark.skipif(importlib.util.find_spec("grpc") is None,
-                                reason="grpcio is not installed (the pravega-wire[grpc] extra)")
 
 
 def b64url(data: bytes) -> str:
@@ -95,7 +92,6 @@ def test_tokens_without_a_usable_exp(token):
     assert token_expiry(token) is None
 
 
-@needs_grpc
 def test_the_embedded_controllers_tokens_have_their_exp():
     from pravega_wire.server.controller import _issue_token
     token = _issue_token(b"key", "scope", "stream", ttl=60, now=1_000_000.7)
@@ -580,7 +576,6 @@ async def test_stream_readers_with_auth_share_one_cached_token():
 
 # ---- against an embedded cluster that checks tokens --------------------------------------------
 
-@needs_grpc
 @pytest.mark.asyncio
 async def test_a_reader_on_a_cluster_asks_its_provider_for_every_read():
     from pravega_wire.pool import ClientConfig, ConnectionPool

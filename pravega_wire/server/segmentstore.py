@@ -53,6 +53,7 @@ import collections
 import logging
 import os
 import struct
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -338,7 +339,7 @@ class _Connection(asyncio.Protocol):
         key = self.store.token_key
         if key is None:
             return False
-        check = verify_token(token, key, segment=segment)
+        check = verify_token(token, key, self.store.token_clock(), segment=segment)
         if check == "ok":
             return False
         expired = check == "expired"
@@ -997,7 +998,8 @@ class SegmentStore:
     ``store_count`` stores this is number ``index``: it owns the segments
     :func:`~pravega_wire.server.placement.store_index_of` maps to it and answers WrongHost for
     the others. ``token_key`` turns delegation-token checking on (tokens from an
-    :class:`~pravega_wire.server.controller.EmbeddedController` with that key).
+    :class:`~pravega_wire.server.controller.EmbeddedController` with that key), against
+    ``token_clock`` (unix seconds; :func:`time.time` by default, an injected clock in tests).
     ``read_wait`` is how long a read at the tail is held before it is answered empty
     (:data:`DEFAULT_READ_WAIT`, Java's one minute; tests of the timeout pass less).
     ``faults`` is the store's :class:`FaultPlan` (an empty one by default; program it at any
@@ -1011,7 +1013,8 @@ class SegmentStore:
                  port: int = 0, index: int = 0, store_count: int = 1,
                  token_key: bytes | None = None, read_wait: float = DEFAULT_READ_WAIT,
                  faults: FaultPlan | None = None,
-                 container_count: int = DEFAULT_CONTAINER_COUNT):
+                 container_count: int = DEFAULT_CONTAINER_COUNT,
+                 token_clock: Callable[[], float] = time.time):
         if not 0 <= index < store_count:
             raise ValueError(f"store index {index} is not in [0, {store_count})")
         if not read_wait > 0:
@@ -1023,6 +1026,8 @@ class SegmentStore:
         self.store_count = store_count
         self.container_count = container_count
         self.token_key = token_key
+        #: The clock delegation tokens' expiry is checked against (settable at any time).
+        self.token_clock = token_clock
         self.read_wait = read_wait
         self.faults = faults if faults is not None else FaultPlan()
         self.stats: collections.Counter[str] = collections.Counter()
