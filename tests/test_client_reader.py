@@ -19,11 +19,11 @@ from pravega_wire.errors import (AuthenticationError, ConnectionClosedError,
                                  IncompatibleVersionError, InvalidMessageError,
                                  RetriesExhaustedError, SegmentTruncatedError, TimeoutError)
 
-from client_fakes import (FakeCluster, FakeLocator, FakePool, FakeTokens, event_record, settle,
-                          until)
+from client_fakes import (FAST_RETRY, FakeCluster, FakeLocator, FakePool, FakeTokens,
+                          event_record, settle, until)
 
 SEG = "scope/stream/0"
-FAST = RetryPolicy(initial_delay=0.001, multiplier=2.0, max_delay=0.004, attempts=5)
+FAST = FAST_RETRY
 
 
 def records(payloads) -> bytes:

@@ -20,11 +20,11 @@ from pravega_wire.errors import (AuthenticationError, ConnectionClosedError,
                                  NoSuchSegmentError, RetriesExhaustedError, SegmentSealedError,
                                  TimeoutError, TokenExpiredError)
 
-from client_fakes import (NULL, FakeCluster, FakeLocator, FakePool, FakeTokens, event_record,
-                          settle, until)
+from client_fakes import (FAST_RETRY, NULL, FakeCluster, FakeLocator, FakePool, FakeTokens,
+                          event_record, settle, until)
 
 SEG = "scope/stream/0"
-FAST = RetryPolicy(initial_delay=0.001, multiplier=2.0, max_delay=0.004, attempts=5)
+FAST = FAST_RETRY
 
 
 def config(**kwargs) -> EventWriterConfig:

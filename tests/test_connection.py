@@ -19,6 +19,7 @@ from pravega_wire.connection import (REPLY_TYPES, ConnectionConfig, FlowConnecti
 from pravega_wire.errors import (ConnectionClosedError, ConnectionFailedError,
                                  IncompatibleVersionError, InvalidMessageError)
 from pravega_wire.flow import pack_request_id
+from client_fakes import settle
 from test_connection_support import (HELLO, Recorder, ScriptedServer, wait_until,  # noqa: F401
                                      wire)
 
@@ -28,12 +29,6 @@ def rid(flow_id: int, seq: int = 0) -> int:
 
 async def connect(server, wire, **config):
     return await open_connection(server.endpoint, ConnectionConfig(**config), codec=wire)
-
-
-async def settle(n: int = 20) -> None:
-    """Let the loop run a few iterations (bytes in flight on loopback arrive)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def round_trip(conn, server, flow: FlowConnection, rec: Recorder) -> None:

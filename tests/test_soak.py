@@ -26,6 +26,7 @@ from pravega_wire.server.faultproxy import BOTH, DOWNSTREAM, UPSTREAM, FaultProx
 from pravega_wire.server.tokens import issue_token
 
 from client_fakes import until
+from conftest import wait_until
 from soak import FAULT_WEIGHTS, SoakConfig, _Soak, run_soak
 
 SOAK_FAULTS = int(os.environ.get("SOAK_FAULTS", "1000"))
@@ -110,11 +111,7 @@ class Server:
 
 
 async def wait_for(predicate, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
+    await wait_until(predicate, timeout)
 
 
 async def client(proxy: FaultProxy) -> Peer:

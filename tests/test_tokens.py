@@ -14,16 +14,16 @@ import pytest
 
 from pravega_wire import commands as C
 from pravega_wire.client import CachingTokenProvider as Exported
-from pravega_wire.client._common import (DEFAULT_TOKEN_REFRESH, CachingTokenProvider,
-                                         RetryPolicy, no_token, token_expiry)
+from pravega_wire.client._common import (DEFAULT_TOKEN_REFRESH, CachingTokenProvider, no_token,
+                                         token_expiry)
 from pravega_wire.client.reader import EndOfSegment, SegmentReader
 from pravega_wire.client.stream import stream_readers
 from pravega_wire.errors import ConnectionClosedError, RetriesExhaustedError
 
-from client_fakes import FakeCluster, FakePool, event_record, settle, until
+from client_fakes import FAST_RETRY, FakeCluster, FakePool, event_record, settle, until
 
 SEG = "scope/stream/0.#epoch.0"
-FAST = RetryPolicy(initial_delay=0.001, multiplier=2.0, max_delay=0.004, attempts=5)
+FAST = FAST_RETRY
 
 
 def b64url(data: bytes) -> str:
