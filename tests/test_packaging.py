@@ -91,6 +91,15 @@ def wheel_names(sdist, tmp_path_factory):
         return whl.namelist(), metadata
 
 
+def test_the_wheel_holds_no_test_machinery(wheel_names):
+    """The fault soak is test machinery (tests/soak.py), not part of the installed package;
+    the store's token code is (pravega_wire/server/tokens.py)."""
+    names, _ = wheel_names
+    assert "pravega_wire/server/tokens.py" in names
+    assert "pravega_wire/soak.py" not in names
+    assert not [n for n in names if n.startswith("tests/") or "/tests/" in n]
+
+
 def test_wheel_is_typed_and_licensed(wheel_names):
     names, metadata = wheel_names
     assert "pravega_wire/py.typed" in names
