@@ -901,9 +901,17 @@ async def test_repr_and_more_validation(cluster):
 @pytest.mark.asyncio
 async def test_ack_timeout_does_nothing_once_everything_is_acknowledged(cluster):
     writer, pool = await start(cluster, config=config(ack_timeout=0.005))
+    fired = asyncio.Event()
+    check_progress = writer._check_progress
+
+    def watched(acked_then):
+        check_progress(acked_then)
+        fired.set()
+
+    writer._check_progress = watched  # armed by the write below
     writer.write_nowait(b"a")
     await writer.flush()
-    await asyncio.sleep(0.02)  # the watchdog has fired by now, with nothing in flight
+    await asyncio.wait_for(fired.wait(), 5)  # the watchdog fired, with nothing in flight
     assert writer.connections == 1 and writer.state == "ready"
 
 
