@@ -164,12 +164,13 @@ async def test_header_bytes_held_for_an_armed_fault_go_out_in_order_once_it_is_d
         c = await client(proxy)
         c.write(STREAM[:3])  # part of a header: held until the frame is known
         sink = await server.connection()
-        await asyncio.sleep(0.05)
-        assert sink.data == b""
+        upstream = proxy.connections[0].upstream
+        await wait_for(lambda: len(upstream._header) == 3)  # the proxy has the bytes...
+        assert upstream.forwarded == 0 and sink.data == b""  # ...and holds them
         proxy.clear()
         c.write(STREAM[3:])
         await wait_for(lambda: len(sink.data) >= len(STREAM))
-        assert bytes(sink.data) == STREAM
+        assert bytes(sink.data) == STREAM and upstream.forwarded == len(STREAM)
 
 
 @pytest.mark.asyncio
