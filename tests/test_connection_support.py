@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import pytest
 from conftest import load_twin, wait_until  # noqa: F401 - re-exported
