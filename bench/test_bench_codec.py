@@ -172,7 +172,7 @@ _HEADER36 = struct.Struct(">ii16siii")  # type, length, writer id, three ints: 3
 
 
 def test_baseline_struct_header_and_payload(benchmark):
-    """``struct.pack`` of a 36-byte header + a 100 B payload (DESIGN.md: ≈ 480 ns here)."""
+    """``struct.pack`` of a 36-byte header + a 100 B payload."""
     payload = _payload(100)
     writer = WRITER.bytes
     benchmark.group = "baseline struct 36B header + 100B"

@@ -315,7 +315,6 @@ def test_fresh_reader_batched(benchmark, env, size):
 
 @pytest.fixture(scope="module")
 def stream(env):
-    pytest.importorskip("grpc", reason="the StreamWriter cases need the controller (grpcio)")
     from pravega_wire.client.controller import ControllerClient
     env.controller = ControllerClient(env.cluster.controller_uri)
     name = f"fresh{os.getpid()}"

@@ -32,7 +32,6 @@ import time
 
 import pytest
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client import StreamWriter  # noqa: E402
 from pravega_wire.client.controller import ControllerClient  # noqa: E402

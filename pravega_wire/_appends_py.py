@@ -3,7 +3,7 @@
 Three state machines, no sockets, clocks or tasks inside (a clock is injected where one is
 needed):
 
-* :class:`AppendDecoder` (server side, PROTOCOL.md §4.6): fed the commands a
+* :class:`AppendDecoder` (server side, docs/protocol.md §4.6): fed the commands a
   ``FrameDecoder(server=True)`` decodes, in order, it turns AppendBlock/AppendBlockEnd pairs,
   lone AppendBlockEnds, ConditionalAppend and ConditionalBlockEnd into :class:`Append` records,
   passes every other command through, and raises :class:`~pravega_wire.InvalidMessageError`

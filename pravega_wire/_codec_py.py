@@ -161,7 +161,7 @@ def _decode_modified_utf8(raw: bytes) -> str:
 (I8, I32, I64, BOOL, UUID, UTF, BLOB, BLOB_LENIENT, REST, EVENT, UTF_LIST, I64_LIST, KEY_LIST,
  ENTRIES, CAU_LIST, CHUNK_LIST, ITER_ARGS, AUTH_CODE, ERROR_CODE, TOKEN, NULLABLE_UTF) = range(21)
 
-# Availability tests of optional trailing fields (PROTOCOL.md §2.9).
+# Availability tests of optional trailing fields (docs/protocol.md §2.9).
 GT0, GE1, GE4, GE8 = "gt0", 1, 4, 8
 
 _AUTH_CODES = (-1, 0, 1)

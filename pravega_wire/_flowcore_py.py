@@ -27,7 +27,7 @@ __all__ = ["IMPLEMENTATION", "ConnectionCore", "FlowCore", "dispatch", "REPLY_TY
 
 IMPLEMENTATION = "pure"
 
-#: Every command a segment store may send that is routed to a flow: the replies of PROTOCOL.md §3
+#: Every command a segment store may send that is routed to a flow: the replies of docs/protocol.md §3
 #: (Hello and KeepAlive are handled by the connection itself).
 REPLY_TYPES = frozenset((
     C.AppendSetup, C.DataAppended, C.ConditionalCheckFailed, C.SegmentRead,

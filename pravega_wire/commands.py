@@ -25,7 +25,7 @@ from ._mode import pure_requested as _pure_requested
 __all__ = [
     "WIRE_VERSION", "OLDEST_COMPATIBLE_VERSION", "MAX_WIRECOMMAND_SIZE", "TYPE_PLUS_LENGTH_SIZE",
     "NULL_ATTRIBUTE_VALUE", "NULL_TABLE_SEGMENT_OFFSET", "Command", "Struct",
-    "COMMAND_TYPES", "command_class",
+    "COMMAND_TYPES", "command_class", "hello_mismatch",
 ]
 
 WIRE_VERSION = 17
@@ -712,6 +712,21 @@ assert len(COMMAND_TYPES) == 70, len(COMMAND_TYPES)
 def command_class(type_code: int):
     """The class for a type code, or None if the code is not assigned."""
     return COMMAND_TYPES.get(type_code)
+
+
+def hello_mismatch(hello: Hello) -> str | None:
+    """Why a peer that sent ``hello`` cannot talk to this side, or None if it can.
+
+    The one compatibility test of a Hello, for the client's connections and request clients and
+    for the embedded server alike (docs/protocol.md §1.3, Java's ``FlowHandler.hello``): a peer is
+    incompatible when its lowest version is above our :data:`WIRE_VERSION` or its highest is
+    below our :data:`OLDEST_COMPATIBLE_VERSION`. The reason reads after the peer's name:
+    ``f"{peer} {reason}"``.
+    """
+    if hello.low_version > WIRE_VERSION or hello.high_version < OLDEST_COMPATIBLE_VERSION:
+        return (f"speaks wire versions {hello.low_version}..{hello.high_version}; this side "
+                f"speaks {OLDEST_COMPATIBLE_VERSION}..{WIRE_VERSION}")
+    return None
 
 
 __all__ += sorted(cls.__name__ for cls in COMMAND_TYPES.values())

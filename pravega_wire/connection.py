@@ -3,7 +3,7 @@
 This is the thin asyncio shell around the sans-I/O pieces: the codec's :class:`FrameDecoder`
 reads replies, the append path's :class:`~pravega_wire.appends.CommandEncoder` writes every
 command (so that, for example, a ReadSegment closes an open append block first). It does what
-Java's ``FlowHandler`` and ``TcpClientConnection`` do together (PROTOCOL.md §1, §6.4, §7):
+Java's ``FlowHandler`` and ``TcpClientConnection`` do together (docs/protocol.md §1, §6, §7):
 
 * ``Hello(17, 5)`` is the first frame; :func:`open_connection` returns once the server's Hello
   has arrived and is compatible (otherwise :class:`~pravega_wire.errors.IncompatibleVersionError`
@@ -64,7 +64,7 @@ else:
     except ImportError:  # no compiler at install time: the pure twin stands in
         from . import _flowcore_py as _core  # type: ignore[no-redef]
 
-#: Every command a segment store may send that is routed to a flow: the replies of PROTOCOL.md §3
+#: Every command a segment store may send that is routed to a flow: the replies of docs/protocol.md §3
 #: (Hello and KeepAlive are handled by the connection itself).
 REPLY_TYPES = _core.REPLY_TYPES
 #: Which twin of the per-message part loaded: ``"compiled"`` or ``"pure"``.
@@ -449,7 +449,7 @@ class Connection(_core.ConnectionCore, asyncio.Protocol):
         await loop.create_connection(lambda: self, host, port, ssl=ssl_context)
         if self._state is _CLOSED:  # failed between connection_made and now
             raise self._close_exc
-        # Hello first, before the connection is handed to anyone (PROTOCOL.md §1.3).
+        # Hello first, before the connection is handed to anyone (docs/protocol.md §1.3).
         self._send(_HELLO)
         self._flush()
         if self.server_hello is None:  # (a server may also have spoken first)
@@ -552,10 +552,9 @@ class Connection(_core.ConnectionCore, asyncio.Protocol):
         return False
 
     def _on_hello(self, hello: C.Hello) -> bool:
-        if hello.low_version > C.WIRE_VERSION or hello.high_version < C.OLDEST_COMPATIBLE_VERSION:
-            self._fail(IncompatibleVersionError(
-                f"{self._where()} speaks wire versions {hello.low_version}..{hello.high_version};"
-                f" this client speaks {C.OLDEST_COMPATIBLE_VERSION}..{C.WIRE_VERSION}"))
+        mismatch = C.hello_mismatch(hello)
+        if mismatch is not None:
+            self._fail(IncompatibleVersionError(f"{self._where()} {mismatch}"))
             return False
         self.server_hello = hello
         waiter = self._hello_waiter

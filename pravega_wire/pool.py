@@ -1,6 +1,6 @@
 """The PDP-36 connection pool: many flows multiplexed over a few connections per segment store.
 
-Selection follows Java's ``ConnectionPoolImpl`` (PROTOCOL.md §7.3, §10 item 17). Per endpoint
+Selection follows Java's ``ConnectionPoolImpl`` (docs/protocol.md §7.3). Per endpoint
 (the literal ``(host, port)``), the pool keeps a list of connections and, for a new flow:
 
 1. drops the connections that failed or closed;

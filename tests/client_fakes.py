@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pravega_wire import commands as C
 from pravega_wire.appends import Append
+from pravega_wire.client._common import RetryPolicy
 from pravega_wire.codec import encode
 from pravega_wire.errors import ConnectionClosedError, ConnectionFailedError
 from pravega_wire.flow import next_flow_id
@@ -658,6 +659,10 @@ class FakeTokens:
         if expired and self.index + 1 < len(self.tokens):
             self.index += 1
         return self.tokens[self.index]
+
+
+#: A quick retry policy for the client tests: 5 attempts, waits of 1 to 4 ms.
+FAST_RETRY = RetryPolicy(initial_delay=0.001, multiplier=2.0, max_delay=0.004, attempts=5)
 
 
 async def settle(rounds: int = 20) -> None:

@@ -7,8 +7,10 @@ pass CI silently.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,18 @@ def load_twin(package_module: str, which: str):
         return importlib.import_module(f"pravega_wire.{package_module}")
     except ImportError as e:  # pragma: no cover - a broken build
         pytest.fail(f"the compiled twin pravega_wire.{package_module} did not load: {e}")
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
+                     what: str = "condition") -> None:
+    """Poll ``predicate`` on the loop until it holds; fail the test after ``timeout`` s (a
+    bound against hanging, not a timing assertion). The one polling helper of the tests."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.002)
 
 
 @pytest.fixture(params=TWINS)

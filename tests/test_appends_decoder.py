@@ -1,6 +1,6 @@
 """The server-side AppendDecoder: the malformed inputs of tests/data/malformed.json through the
 segment store's pipeline (FrameDecoder(server=True) → AppendDecoder), and its rules one by one
-(PROTOCOL.md §4.6, §10 item 14). Every test runs against both twins."""
+(docs/protocol.md §4.6). Every test runs against both twins."""
 
 from __future__ import annotations
 

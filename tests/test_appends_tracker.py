@@ -1,4 +1,4 @@
-"""The adaptive block size (PROTOCOL.md §5): AppendBatchSizeTracker's formula and its edges
+"""The adaptive block size (docs/protocol.md §5): AppendBatchSizeTracker's formula and its edges
 (no batching at ≤ 1 outstanding append, the 20 ms cap, the 523 264-byte cap, Java's arithmetic
 for division by zero, NaN and int overflow), the environment constants, and the per-flow map's
 size bound and idle expiry. Every test runs against both twins."""
@@ -40,7 +40,7 @@ class Clock:
 
 
 class Oracle:
-    """PROTOCOL.md §5.1 written out plainly, for ordinary values (no zero divisors)."""
+    """docs/protocol.md §5.1 written out plainly, for ordinary values (no zero divisors)."""
 
     def __init__(self, now, fraction=0.5, base_time=0, base_size=0, max_size=523264):
         self.last_append = self.last_ack = 0

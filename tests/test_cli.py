@@ -110,7 +110,6 @@ def test_serve_refuses_an_occupied_store_port():
 
 def test_embedded_controller_does_not_share_a_port():
     """gRPC would bind a port another SO_REUSEPORT socket listens on; the controller refuses."""
-    pytest.importorskip("grpc")
     from pravega_wire.server.controller import EmbeddedController
 
     async def start(port):
@@ -155,7 +154,6 @@ def test_demo_against_a_served_controller_names_it():
     """``demo --controller URI`` against ``pravega-wire serve`` (run by ChildCluster, which
     waits a bounded time for the endpoints it prints): the report says where it ran (it used
     to say "on None stores") and the JSON says the number of stores is unknown."""
-    pytest.importorskip("grpc")
     from pravega_wire.server.cluster import ChildCluster
 
     cluster = ChildCluster(1).start()

@@ -8,7 +8,6 @@ import asyncio
 
 import pytest
 
-pytest.importorskip("grpc", reason="the embedded controller needs the grpc extra")
 
 from pravega_wire.client import EventWriterConfig, RetryPolicy, SegmentReader, SegmentWriter  # noqa: E402
 from pravega_wire.client.controller import ControllerClient  # noqa: E402

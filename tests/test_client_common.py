@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pravega_wire.client._common import (MAX_EVENT_SIZE, FlowListener, RetryPolicy,
+from pravega_wire.client._common import (MAX_EVENT_SIZE, Failures, FlowRelay, RetryPolicy,
                                          StaticLocator, as_locator, event_bytes, no_token)
 from pravega_wire.errors import InvalidMessageError, RetriesExhaustedError
 
@@ -28,7 +28,8 @@ def test_backoff_schedule_grows_and_is_capped():
     ({"attempts": 0}, ValueError), ({"multiplier": 0.5}, ValueError),
     ({"initial_delay": -1}, ValueError), ({"max_delay": float("inf")}, ValueError),
     ({"attempts": 2.0}, TypeError), ({"initial_delay": "1"}, TypeError),
-    ({"multiplier": True}, TypeError),
+    ({"multiplier": True}, TypeError), ({"jitter": "half"}, ValueError),
+    ({"jitter": True}, ValueError), ({"random_source": 0.5}, TypeError),
 ])
 def test_retry_policy_validation(kwargs, error):
     with pytest.raises(error):
@@ -64,6 +65,67 @@ async def test_run_retries_what_it_is_told_to():
     assert len(calls) == 1
 
 
+def test_jitter_is_on_by_default_and_only_ever_shortens_a_wait():
+    policy = RetryPolicy(initial_delay=0.1, multiplier=2, max_delay=1.0, attempts=6)
+    assert policy.jitter == "equal"
+    for retry in range(policy.attempts):
+        ceiling = policy.delay(retry)
+        waits = {policy.backoff(retry) for _ in range(50)}
+        assert all(ceiling / 2 <= w <= ceiling for w in waits)
+        assert len(waits) > 1  # a random draw each time: clients do not retry in lockstep
+
+
+@pytest.mark.parametrize("jitter, expected", [
+    (None, [0.1, 0.2, 0.4]),  # no jitter: the ceilings
+    ("full", [0.0, 0.05, 0.3]),  # the draw's share of the ceiling
+    ("equal", [0.05, 0.125, 0.35]),  # half the ceiling plus the draw's share of the other half
+])
+def test_jitter_is_deterministic_under_an_injected_random_source(jitter, expected):
+    draws = iter([0.0, 0.25, 0.75])
+    policy = RetryPolicy(initial_delay=0.1, multiplier=2, max_delay=1.0, attempts=3,
+                         jitter=jitter, random_source=lambda: next(draws))
+    assert [policy.backoff(n) for n in range(3)] == pytest.approx(expected)
+    assert policy == RetryPolicy(initial_delay=0.1, multiplier=2, max_delay=1.0, attempts=3,
+                                 jitter=jitter)  # the source is not part of the policy's value
+
+
+def test_a_random_source_out_of_range_is_refused():
+    policy = RetryPolicy(random_source=lambda: 1.5)
+    with pytest.raises(ValueError, match="random_source"):
+        policy.backoff(0)
+    assert RetryPolicy(initial_delay=0, random_source=lambda: 1.5).backoff(0) == 0  # no draw
+
+
+@pytest.mark.asyncio
+async def test_run_waits_the_jittered_backoff_and_counts_failures_across_calls(monkeypatch):
+    slept = []
+
+    async def recording_sleep(delay):
+        slept.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    draws = iter([0.5] * 10)
+    policy = RetryPolicy(initial_delay=0.1, multiplier=2, max_delay=1.0, attempts=4,
+                         jitter="full", random_source=lambda: next(draws))
+
+    async def failing():
+        raise ConnectionError("down")
+
+    failures = Failures()
+    failures.failed(ConnectionError("lost"))  # counted before the call (a reader's lost flow)
+    with pytest.raises(RetriesExhaustedError, match="reader failed 4 times") as info:
+        await policy.run(failing, what="reader", failures=failures)
+    assert slept == pytest.approx([0.05, 0.1, 0.2])  # before each retry, not before the 1st
+    assert failures.number == 4 and isinstance(info.value.__cause__, ConnectionError)
+    failures.reset()
+    assert (failures.number, failures.last) == (0, None)
+
+    slept.clear()
+    with pytest.raises(RetriesExhaustedError):
+        await policy.run(failing, wait_first=True)  # as the writer connects: wait first
+    assert slept == pytest.approx([0.05, 0.1, 0.2, 0.4])
+
+
 @pytest.mark.asyncio
 async def test_locators():
     static = StaticLocator(("h", 1))
@@ -97,7 +159,7 @@ def test_event_bytes():
 
 def test_flow_listener_forwards_until_let_go():
     replies, losses = [], []
-    listener = FlowListener(replies.append, lambda l, e: losses.append(e))
+    listener = FlowRelay(replies.append, lambda l, e: losses.append(e))
     listener.reply_received("r1")
     listener.connection_lost(None)
     listener.active = False

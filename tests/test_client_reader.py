@@ -5,6 +5,7 @@ WrongHost, lost connections, wrong offsets, timeouts, ``end_offset``."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 
 import pytest
@@ -18,11 +19,11 @@ from pravega_wire.errors import (AuthenticationError, ConnectionClosedError,
                                  IncompatibleVersionError, InvalidMessageError,
                                  RetriesExhaustedError, SegmentTruncatedError, TimeoutError)
 
-from client_fakes import (FakeCluster, FakeLocator, FakePool, FakeTokens, event_record, settle,
-                          until)
+from client_fakes import (FAST_RETRY, FakeCluster, FakeLocator, FakePool, FakeTokens,
+                          event_record, settle, until)
 
 SEG = "scope/stream/0"
-FAST = RetryPolicy(initial_delay=0.001, multiplier=2.0, max_delay=0.004, attempts=5)
+FAST = FAST_RETRY
 
 
 def records(payloads) -> bytes:
@@ -469,7 +470,7 @@ async def test_rejected_token(cluster):
 @pytest.mark.asyncio
 async def test_the_stores_read_token_quirk_is_dropped_by_the_pool(cluster):
     """A real store puts the read offset where the request id of AuthTokenCheckFailed
-    belongs, so a pool cannot route it (PROTOCOL.md §3.8): the read just gets no answer."""
+    belongs, so a pool cannot route it (docs/protocol.md §3.8): the read just gets no answer."""
     cluster.valid_tokens = {"good"}
     pool = FakePool(cluster)
     async with reader_for(cluster, pool, token_provider=FakeTokens("bad")) as reader:
@@ -510,13 +511,16 @@ async def test_retries_exhausted(cluster, monkeypatch):
         return await real_sleep(delay, *args)
 
     monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    draws = [0.1, 0.3, 0.6, 0.8]  # the injected random source: one draw per wait
+    policy = dataclasses.replace(FAST, jitter="full", random_source=iter(draws).__next__)
     pool = FakePool(cluster)
     pool.refuse()
-    async with reader_for(cluster, pool) as reader:
+    async with reader_for(cluster, pool, retry=policy) as reader:
         with pytest.raises(RetriesExhaustedError):
             await reader.read_event()
     assert len(pool.connects) == FAST.attempts
-    assert slept == [FAST.delay(n) for n in range(FAST.attempts - 1)]  # between attempts
+    # Between attempts, the policy's backoff (full jitter: the draw's share of the ceiling).
+    assert slept == pytest.approx([FAST.delay(n) * r for n, r in enumerate(draws)])
 
 
 @pytest.mark.asyncio

@@ -5,6 +5,7 @@ end the writer, flush, backpressure, batches, close."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import uuid
 
@@ -20,11 +21,11 @@ from pravega_wire.errors import (AuthenticationError, ConnectionClosedError,
                                  NoSuchSegmentError, RetriesExhaustedError, SegmentSealedError,
                                  TimeoutError, TokenExpiredError)
 
-from client_fakes import (NULL, FakeCluster, FakeLocator, FakePool, FakeTokens, event_record,
-                          settle, until)
+from client_fakes import (FAST_RETRY, NULL, FakeCluster, FakeLocator, FakePool, FakeTokens,
+                          event_record, settle, until)
 
 SEG = "scope/stream/0"
-FAST = RetryPolicy(initial_delay=0.001, multiplier=2.0, max_delay=0.004, attempts=5)
+FAST = FAST_RETRY
 
 
 def config(**kwargs) -> EventWriterConfig:
@@ -558,16 +559,20 @@ async def test_retries_exhausted_fail_every_pending_write_and_flush(cluster, mon
         return await real_sleep(delay, *args)
 
     monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    draws = [0.0, 0.25, 0.5, 0.75, 0.9]  # the injected random source: one draw per wait
+    policy = dataclasses.replace(FAST, random_source=iter(draws).__next__)
     pool = FakePool(cluster)
     pool.refuse()  # nothing ever connects
-    writer = SegmentWriter(pool, cluster.endpoints[0], SEG, config=config())
+    writer = SegmentWriter(pool, cluster.endpoints[0], SEG, config=config(retry=policy))
     futures = [writer.write_acked(p) for p in (b"a", b"b")]
     writer.write_nowait(b"c")
     with pytest.raises(RetriesExhaustedError) as info:
         await writer.flush()
     assert len(pool.connects) == FAST.attempts
-    assert slept == list(FAST.delays())  # the policy's backoff, and nothing more
-    assert sum(slept) == pytest.approx(FAST.worst_case_wait())
+    # The policy's backoff before each attempt (equal jitter: half the ceiling plus the draw's
+    # share of the other half), and nothing more.
+    assert slept == pytest.approx([d / 2 + d / 2 * r for d, r in zip(FAST.delays(), draws)])
+    assert sum(slept) <= FAST.worst_case_wait()
     assert info.value.unacknowledged == [b"a", b"b", b"c"]
     for future in futures:
         assert isinstance(future.exception(), RetriesExhaustedError)
@@ -900,9 +905,17 @@ async def test_repr_and_more_validation(cluster):
 @pytest.mark.asyncio
 async def test_ack_timeout_does_nothing_once_everything_is_acknowledged(cluster):
     writer, pool = await start(cluster, config=config(ack_timeout=0.005))
+    fired = asyncio.Event()
+    check_progress = writer._check_progress
+
+    def watched(acked_then):
+        check_progress(acked_then)
+        fired.set()
+
+    writer._check_progress = watched  # armed by the write below
     writer.write_nowait(b"a")
     await writer.flush()
-    await asyncio.sleep(0.02)  # the watchdog has fired by now, with nothing in flight
+    await asyncio.wait_for(fired.wait(), 5)  # the watchdog fired, with nothing in flight
     assert writer.connections == 1 and writer.state == "ready"
 
 

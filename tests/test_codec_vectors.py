@@ -93,7 +93,7 @@ def test_request_id_packing(codec, vector):
     if 0 <= seq < 2 ** 28:
         assert packed == vector["asLong"]
     else:
-        # Java drops sequence bits 28..31; we keep all 32 (DESIGN.md): the other bits agree.
+        # Java drops sequence bits 28..31; we keep all 32 (docs/architecture.md): the other bits agree.
         assert packed & ~0xF0000000 == vector["asLong"]
     assert codec.unpack_request_id(packed) == (flow, seq & 0xFFFFFFFF)
     assert codec.unpack_request_id(vector["asLong"])[0] == vector["toFlowID(asLong)"]

@@ -19,6 +19,7 @@ from pravega_wire.connection import (REPLY_TYPES, ConnectionConfig, FlowConnecti
 from pravega_wire.errors import (ConnectionClosedError, ConnectionFailedError,
                                  IncompatibleVersionError, InvalidMessageError)
 from pravega_wire.flow import pack_request_id
+from client_fakes import settle
 from test_connection_support import (HELLO, Recorder, ScriptedServer, wait_until,  # noqa: F401
                                      wire)
 
@@ -28,12 +29,6 @@ def rid(flow_id: int, seq: int = 0) -> int:
 
 async def connect(server, wire, **config):
     return await open_connection(server.endpoint, ConnectionConfig(**config), codec=wire)
-
-
-async def settle(n: int = 20) -> None:
-    """Let the loop run a few iterations (bytes in flight on loopback arrive)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def round_trip(conn, server, flow: FlowConnection, rec: Recorder) -> None:
@@ -81,6 +76,21 @@ async def test_an_incompatible_server_is_a_typed_error_and_a_closed_connection(w
         with pytest.raises(IncompatibleVersionError, match="wire versions"):
             await connect(server, wire)
         await wait_until(lambda: server.connections[0].closed, what="the server to see a close")
+
+
+@pytest.mark.parametrize("high, low, compatible", [
+    (17, 5, True), (5, 5, True), (17, 17, True), (99, 17, True), (99, 5, True),
+    (4, 1, False), (99, 18, False), (30, 20, False),
+])
+def test_the_one_hello_check_its_edges(high, low, compatible):
+    """commands.hello_mismatch is the Hello check of the connection, the request client and
+    the embedded store: incompatible when the peer's lowest version is above 17 or its highest
+    below 5 (docs/protocol.md §1.3)."""
+    mismatch = C.hello_mismatch(C.Hello(high, low))
+    if compatible:
+        assert mismatch is None
+    else:
+        assert mismatch == (f"speaks wire versions {low}..{high}; this side speaks 5..17")
 
 
 @pytest.mark.asyncio
@@ -490,30 +500,31 @@ async def test_a_server_that_does_not_read_bounds_memory_through_drain(wire):
         frame_size = len(wire.encode(big))
         total = 500  # 30 MB: far more than the socket buffers hold
         sent = 0
+        returned_while_paused = 0  # drains that let the sender on while writing was paused
 
         async def sender():
-            nonlocal sent
+            nonlocal sent, returned_while_paused
             for _ in range(total):
                 flow.send(big)
                 sent += 1
                 await flow.drain()
+                # Nothing else writes: once drain returns, writing was resumed (the buffer fell
+                # below its low-water mark, which needs the server to read).
+                returned_while_paused += conn.writing_paused
 
         sconn = server.connections[0]
         sconn.stall()
         task = asyncio.ensure_future(sender())
         try:
             await wait_until(lambda: conn.writing_paused and sent > 0, what="backpressure")
-            await settle(50)
             assert not task.done() and sent < total
             assert conn._transport.get_write_buffer_size() < 64 * 1024 + 2 * frame_size
-            paused_at = sent
-            await settle(50)
-            assert sent == paused_at  # the sender stays blocked
             sconn.unstall()
             await asyncio.wait_for(task, 30)
             await wait_until(lambda: len(sconn.of_type(C.GetStreamSegmentInfo)) == total,
                              timeout=30)
             assert all(c == big for c in sconn.of_type(C.GetStreamSegmentInfo))
+            assert returned_while_paused == 0  # the sender stayed blocked while it was paused
         finally:
             task.cancel()
             conn.close()

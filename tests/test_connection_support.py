@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import pytest
-from conftest import load_twin
+from conftest import load_twin, wait_until  # noqa: F401 - re-exported
 
 from pravega_wire import commands as C
 from pravega_wire.appends import AppendDecoder
@@ -38,17 +38,6 @@ def wire(codec, monkeypatch):
         encoder = load_twin("_appends", "compiled").CommandEncoder
     monkeypatch.setattr(connection_module, "CommandEncoder", encoder)
     return codec
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
-                     what: str = "condition") -> None:
-    """Poll ``predicate`` on the loop until it holds; fail the test after ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.002)
 
 
 def default_reply(cmd) -> Optional[list]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client import stream_readers  # noqa: E402
 from pravega_wire.client.controller import (  # noqa: E402

@@ -11,7 +11,6 @@ import uuid
 import pytest
 import pytest_asyncio
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client import (  # noqa: E402
     MetadataClient, RetryPolicy, SegmentReader, SegmentWriter,

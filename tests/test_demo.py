@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-pytest.importorskip("grpc", reason="the demo's embedded controller needs the grpc extra")
 
 REQUIRED = {"events_written", "events_read", "write_events_per_s", "read_mb_per_s",
             "ack_latency_ms_p50", "ack_latency_ms_p99", "client_sockets_opened", "segments",

@@ -13,7 +13,7 @@ from pravega_wire import commands as C
 
 # fuzz_decode.py, first 20 s run from the seed corpus: "decode(encode(decode(x))) != decode(x)".
 # A ReadTableKeys whose deprecated prefixFilter is not empty: both twins decode the filter, and
-# both write it empty, as Java does (PROTOCOL.md §2.8) - so the round trip drops it. Not a twin
+# both write it empty, as Java does (docs/protocol.md §2.8) - so the round trip drops it. Not a twin
 # bug: the harness now checks that the canonical frame is stable instead.
 PREFIX_FILTER_FRAME = bytes.fromhex(
     "0000005300000024ffffffffffffffff00000000fbffff2c00000000000000030000000000000000000000"

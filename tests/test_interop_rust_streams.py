@@ -35,7 +35,6 @@ except ImportError as exc:  # pragma: no cover - depends on the wheel
     print(f"test_interop_rust_streams: skipped, pravega_client cannot be imported: {exc!r}")
     pytestmark = pytest.mark.skip(reason=f"pravega_client cannot be imported: {exc!r}")
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client import MetadataClient, SegmentReader  # noqa: E402
 from pravega_wire.client.controller import (  # noqa: E402

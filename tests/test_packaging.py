@@ -17,8 +17,6 @@ from pravega_wire.codec import pure_requested
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest.importorskip("build", reason="the 'build' package (test extra) is needed")
-
 
 def _build(args, cwd, out, env=None):
     result = subprocess.run([sys.executable, "-m", "build", "--no-isolation", *args, "-o", str(out)],
@@ -91,6 +89,15 @@ def wheel_names(sdist, tmp_path_factory):
         metadata = next(whl.read(n).decode() for n in whl.namelist()
                         if n.endswith(".dist-info/METADATA"))
         return whl.namelist(), metadata
+
+
+def test_the_wheel_holds_no_test_machinery(wheel_names):
+    """The fault soak is test machinery (tests/soak.py), not part of the installed package;
+    the store's token code is (pravega_wire/server/tokens.py)."""
+    names, _ = wheel_names
+    assert "pravega_wire/server/tokens.py" in names
+    assert "pravega_wire/soak.py" not in names
+    assert not [n for n in names if n.startswith("tests/") or "/tests/" in n]
 
 
 def test_wheel_is_typed_and_licensed(wheel_names):

@@ -1,5 +1,5 @@
 """The PDP-36 connection pool (pravega_wire.pool) against scripted servers: Java's selection
-rules (PROTOCOL.md §10 item 17), the cap under bursts, pruning, idle close, dedicated
+rules (docs/protocol.md §7.3), the cap under bursts, pruning, idle close, dedicated
 connections, flow ids, 1,000 concurrent flows with replies in random order, closing, and
 100,000 flows opened and closed without growth. Runs with both codec twins."""
 

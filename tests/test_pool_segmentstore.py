@@ -13,10 +13,9 @@ from pravega_wire.codec import encode_event
 from pravega_wire.errors import ConnectionFailedError
 from pravega_wire.flow import pack_request_id
 from pravega_wire.pool import ClientConfig, ConnectionPool
+from pravega_wire.server import segmentstore
 from test_connection_support import Recorder, wait_until, wire  # noqa: F401
 
-segmentstore = pytest.importorskip("pravega_wire.server.segmentstore",
-                                   reason="the embedded segment store is not available")
 
 EVENTS = 2000
 

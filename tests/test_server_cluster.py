@@ -49,7 +49,8 @@ async def test_every_store_owns_the_segments_placement_gives_it():
 
 @pytest.mark.asyncio
 async def test_the_controller_creates_and_seals_segments_on_their_stores():
-    grpc = pytest.importorskip("grpc", reason="the controller needs grpcio")
+    import grpc
+
     from pravega_wire._proto import controller_pb2 as pb
     from pravega_wire._proto import controller_pb2_grpc as pb_grpc
 
@@ -182,7 +183,6 @@ async def test_read_wait_bounds_the_held_reads_of_every_store_in_process_and_in_
 
 
 def test_a_child_cluster_with_a_controller_prints_its_uri():
-    pytest.importorskip("grpc", reason="the controller needs grpcio")
     with EmbeddedCluster.in_child_process(stores=1) as child:
         assert child.controller_uri.startswith("tcp://127.0.0.1:")
         assert child.returncode is None

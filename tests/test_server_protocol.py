@@ -557,7 +557,7 @@ async def test_create_seal_truncate_delete_and_policy():
 
 
 async def test_a_large_event_goes_through_a_transient_segment_and_a_merge():
-    """The Java large-event writer's sequence (PROTOCOL.md §9.3)."""
+    """The Java large-event writer's sequence (docs/protocol.md §9.3)."""
     async with serving(SEGMENT) as store:
         wire = await Wire.open(store.endpoint)
         wire.send(C.CreateTransientSegment(1, W1, SEGMENT, ""))

@@ -13,9 +13,9 @@ import zlib
 import pytest
 
 from pravega_wire.server.storage import (
-    EVENT_COUNT, NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, BadOffsetError, CorruptStorageError,
-    SegmentExistsError, SegmentNotFoundError, SegmentSealedError, Storage,
-    WrongSegmentTypeError, transient_segment_name)
+    EVENT_COUNT, NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, UnexpectedOffsetError, CorruptStorageError,
+    SegmentExistsError, SegmentNotFoundError, SealedSegmentError, Storage,
+    SegmentTypeMismatchError, transient_segment_name)
 from pravega_wire.server.tables import NO_VERSION
 
 W1, W2 = uuid.UUID(int=1), uuid.UUID(int=2)
@@ -62,7 +62,7 @@ def test_append_sets_attributes_atomically_and_checks_the_expected_offset():
     storage.append(segment, b"xy", [(W1, 5)])
     assert segment.attribute(W1) == 5
     assert segment.attribute(W2) == NULL_ATTRIBUTE_VALUE
-    with pytest.raises(BadOffsetError) as failure:
+    with pytest.raises(UnexpectedOffsetError) as failure:
         storage.append(segment, b"z", [(W1, 6)], expected_offset=0)
     assert failure.value.expected_offset == 2
     assert (segment.length, segment.attribute(W1)) == (2, 5)
@@ -75,7 +75,7 @@ def test_appends_count_their_events_in_the_event_count_attribute(tmp_path):
     assert segment.attribute(EVENT_COUNT) == NULL_ATTRIBUTE_VALUE  # unset before any event
     storage.append(segment, b"abc", [(W1, 3)], event_count=3)
     storage.append(segment, b"d")  # raw bytes: no events counted
-    with pytest.raises(BadOffsetError):
+    with pytest.raises(UnexpectedOffsetError):
         storage.append(segment, b"e", [(W1, 4)], expected_offset=0, event_count=1)
     storage.append(segment, b"efgh", [(W1, 7)], event_count=4)
     assert (segment.attribute(EVENT_COUNT), segment.attribute(W1)) == (7, 7)
@@ -100,9 +100,9 @@ def test_sealed_segments_refuse_appends_and_merges_into_them():
     segment = storage.create("s")
     assert storage.seal(segment) is True
     assert storage.seal(segment) is False
-    with pytest.raises(SegmentSealedError):
+    with pytest.raises(SealedSegmentError):
         storage.append(segment, b"x")
-    with pytest.raises(SegmentSealedError):
+    with pytest.raises(SealedSegmentError):
         storage.merge(segment, storage.create("t"))
 
 
@@ -116,10 +116,10 @@ def test_truncate_moves_the_start_and_rejects_offsets_outside_the_data():
     assert bytes(segment.read(500_000, 5)) == bytes([50]) * 5
     with pytest.raises(ValueError):
         segment.read(499_999, 1)
-    with pytest.raises(BadOffsetError) as below:
+    with pytest.raises(UnexpectedOffsetError) as below:
         storage.truncate(segment, 10)
     assert below.value.expected_offset == 500_000
-    with pytest.raises(BadOffsetError) as beyond:
+    with pytest.raises(UnexpectedOffsetError) as beyond:
         storage.truncate(segment, 1_000_001)
     assert beyond.value.expected_offset == 1_000_000
     assert content(segment) == b"".join(bytes([i]) * 10_000 for i in range(50, 100))
@@ -150,9 +150,9 @@ def test_watchers_are_called_once_per_change():
 def test_byte_and_table_operations_do_not_mix():
     storage = Storage()
     table, stream = storage.create("t", TABLE), storage.create("s")
-    with pytest.raises(WrongSegmentTypeError):
+    with pytest.raises(SegmentTypeMismatchError):
         storage.append(table, b"x")
-    with pytest.raises(WrongSegmentTypeError):
+    with pytest.raises(SegmentTypeMismatchError):
         storage.table_update(stream, [(b"k", b"v", NO_VERSION)])
 
 

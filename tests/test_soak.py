@@ -1,16 +1,16 @@
-"""The fault soak (``pravega_wire.soak``) in its CI size, and the TCP fault proxy it uses
+"""The fault soak (``tests/soak.py``) in its CI size, and the TCP fault proxy it uses
 (``pravega_wire.server.faultproxy``): every fault exact to the byte and reproducible with a seed.
 
 CI size: ``SOAK_FAULTS`` faults (default 1,000) with seed ``SOAK_SEED`` (default 1). The long
-runs are ``python -m pravega_wire.soak --faults N`` (RELIABILITY.md).
+runs are ``python tests/soak.py --faults N`` (RELIABILITY.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import struct
+import time
 import uuid
 
 import pytest
@@ -23,12 +23,13 @@ from pravega_wire.errors import ConnectionFailedError, TimeoutError
 from pravega_wire.pool import ClientConfig, ConnectionPool
 from pravega_wire.server import EmbeddedCluster
 from pravega_wire.server.faultproxy import BOTH, DOWNSTREAM, UPSTREAM, FaultProxy
-from pravega_wire.soak import FAULT_WEIGHTS, SoakConfig, _Soak, run_soak
+from pravega_wire.server.tokens import issue_token
+
+from client_fakes import until
+from conftest import wait_until
+from soak import FAULT_WEIGHTS, SoakConfig, _Soak, run_soak
 
 SOAK_FAULTS = int(os.environ.get("SOAK_FAULTS", "1000"))
-#: The soak's cluster checks delegation tokens, which the embedded controller (gRPC) issues.
-needs_grpc = pytest.mark.skipif(importlib.util.find_spec("grpc") is None,
-                                reason="grpcio is not installed (the pravega-wire[grpc] extra)")
 SOAK_SEED = int(os.environ.get("SOAK_SEED", "1"))
 WAIT = 10.0
 
@@ -110,11 +111,7 @@ class Server:
 
 
 async def wait_for(predicate, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
+    await wait_until(predicate, timeout)
 
 
 async def client(proxy: FaultProxy) -> Peer:
@@ -167,12 +164,13 @@ async def test_header_bytes_held_for_an_armed_fault_go_out_in_order_once_it_is_d
         c = await client(proxy)
         c.write(STREAM[:3])  # part of a header: held until the frame is known
         sink = await server.connection()
-        await asyncio.sleep(0.05)
-        assert sink.data == b""
+        upstream = proxy.connections[0].upstream
+        await wait_for(lambda: len(upstream._header) == 3)  # the proxy has the bytes...
+        assert upstream.forwarded == 0 and sink.data == b""  # ...and holds them
         proxy.clear()
         c.write(STREAM[3:])
         await wait_for(lambda: len(sink.data) >= len(STREAM))
-        assert bytes(sink.data) == STREAM
+        assert bytes(sink.data) == STREAM and upstream.forwarded == len(STREAM)
 
 
 @pytest.mark.asyncio
@@ -359,7 +357,6 @@ def test_bad_fault_settings_are_refused():
 
 # ---- the soak -----------------------------------------------------------------------------------
 
-@needs_grpc
 @pytest.mark.asyncio
 async def test_soak_loses_nothing_duplicates_nothing_and_leaves_nothing_behind():
     report = await run_soak(SoakConfig(faults=SOAK_FAULTS, seed=SOAK_SEED))
@@ -381,20 +378,34 @@ async def test_soak_loses_nothing_duplicates_nothing_and_leaves_nothing_behind()
 
 # ---- found by the soak ---------------------------------------------------------------------------
 
-@needs_grpc
+class FakeClock:
+    """The clock a store checks token expiry against (``SegmentStore.token_clock``), moved by
+    the test instead of waiting; tokens issued on it."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def token(self, cluster: EmbeddedCluster, ttl: float = 600) -> str:
+        return issue_token(cluster.token_key, "expiry", "stream", ttl, self.now)
+
+
 @pytest.mark.asyncio
 async def test_a_reader_whose_token_expired_reads_on():
     """A ReadSegment refused for an expired token is answered (as Java's store does) with the
     read offset as request id, so the refusal is routed to another flow and dropped; the reader
-    must not wait for ever: an unanswered read makes it reconnect with a fresh token."""
+    must not wait for ever: it reads the token's ``exp`` and asks for a fresh one instead of
+    sending a read the store would refuse that way."""
     async with EmbeddedCluster(stores=1, auth=True) as cluster:
         segment = "expiry/stream/0.#epoch.0"
         await cluster.create_segment(segment)
         store = cluster.stores[0]
         store.storage.append(store.storage.get(segment), struct.pack(">ii", 0, 2) + b"hi")
         store.storage.commit()
-        stale = cluster.issue_token("expiry", "stream", ttl=1)
-        await asyncio.sleep(2.1)  # the token has expired
+        # Expired ten seconds ago, by the store's clock and the reader's (no waiting).
+        stale = issue_token(cluster.token_key, "expiry", "stream", 1, time.time() - 10)
 
         async def tokens(segment: str, expired: bool) -> str:
             return cluster.issue_token("expiry", "stream") if expired else stale
@@ -408,7 +419,6 @@ async def test_a_reader_whose_token_expired_reads_on():
                     pytest.fail("the reader never heard that its token expired")
 
 
-@needs_grpc
 @pytest.mark.asyncio
 async def test_a_reader_asks_for_a_token_for_every_read():
     """As Java's reader does, a SegmentReader asks its token provider for every ReadSegment, so
@@ -424,15 +434,20 @@ async def test_a_reader_asks_for_a_token_for_every_read():
             store.storage.append(store.storage.get(segment), event)
             store.storage.commit()
 
+        clock = store.token_clock = FakeClock()
+
         async def tokens(segment: str, expired: bool) -> str:
-            return cluster.issue_token("expiry", "stream", ttl=1)  # always a fresh one
+            return clock.token(cluster, ttl=1)  # always a fresh one
 
         append()
         async with ConnectionPool(ClientConfig()) as pool:
             async with SegmentReader(pool, store.endpoint, segment, token_provider=tokens,
                                      reply_timeout=10.0) as reader:
                 assert bytes(await reader.read_event(timeout=5)) == b"hi"
-                await asyncio.sleep(2.1)  # the token the reader connected with has expired
+                # The reader's next read (sent with a token still valid) is held at the tail;
+                # then the token the reader connected with expires (on the store's clock).
+                await until(lambda: store.stats["ReadSegment"] == 2, "the next read held")
+                clock.now += 2.1
                 append()
                 try:
                     assert bytes(await reader.read_event(timeout=3)) == b"hi"

@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 
-pytest.importorskip("grpc", reason="the embedded controller needs grpcio")
 
 from pravega_wire import client as async_client  # noqa: E402
 from pravega_wire import pool as async_pool  # noqa: E402

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
 import struct
 
@@ -15,18 +14,16 @@ import pytest
 
 from pravega_wire import commands as C
 from pravega_wire.client import CachingTokenProvider as Exported
-from pravega_wire.client._common import (DEFAULT_TOKEN_REFRESH, CachingTokenProvider,
-                                         RetryPolicy, no_token, token_expiry)
+from pravega_wire.client._common import (DEFAULT_TOKEN_REFRESH, CachingTokenProvider, no_token,
+                                         token_expiry)
 from pravega_wire.client.reader import EndOfSegment, SegmentReader
 from pravega_wire.client.stream import stream_readers
 from pravega_wire.errors import ConnectionClosedError, RetriesExhaustedError
 
-from client_fakes import FakeCluster, FakePool, event_record, settle, until
+from client_fakes import FAST_RETRY, FakeCluster, FakePool, event_record, settle, until
 
 SEG = "scope/stream/0.#epoch.0"
-FAST = RetryPolicy(initial_delay=0.001, multiplier=2.0, max_delay=0.004, attempts=5)
-needs_grpc = pytest.mark.skipif(importlib.util.find_spec("grpc") is None,
-                                reason="grpcio is not installed (the pravega-wire[grpc] extra)")
+FAST = FAST_RETRY
 
 
 def b64url(data: bytes) -> str:
@@ -95,7 +92,6 @@ def test_tokens_without_a_usable_exp(token):
     assert token_expiry(token) is None
 
 
-@needs_grpc
 def test_the_embedded_controllers_tokens_have_their_exp():
     from pravega_wire.server.controller import _issue_token
     token = _issue_token(b"key", "scope", "stream", ttl=60, now=1_000_000.7)
@@ -580,7 +576,6 @@ async def test_stream_readers_with_auth_share_one_cached_token():
 
 # ---- against an embedded cluster that checks tokens --------------------------------------------
 
-@needs_grpc
 @pytest.mark.asyncio
 async def test_a_reader_on_a_cluster_asks_its_provider_for_every_read():
     from pravega_wire.pool import ClientConfig, ConnectionPool

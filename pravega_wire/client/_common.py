@@ -10,6 +10,7 @@ import binascii
 import dataclasses
 import json
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any, Dict, Optional, Protocol, Tuple, Union
@@ -18,7 +19,8 @@ from ..errors import InvalidMessageError, RetriesExhaustedError
 
 __all__ = ["SegmentLocator", "StaticLocator", "TokenProvider", "RetryPolicy", "as_locator",
            "Endpoint", "no_token", "CachingTokenProvider", "token_expiry",
-           "DEFAULT_TOKEN_REFRESH", "MAX_EVENT_SIZE", "event_bytes", "FlowListener", "open_flow"]
+           "DEFAULT_TOKEN_REFRESH", "MAX_EVENT_SIZE", "event_bytes", "FlowRelay", "open_flow",
+           "Failures", "JITTER_MODES"]
 
 #: ``(host, port)`` of a segment store.
 Endpoint = Tuple[str, int]
@@ -268,21 +270,38 @@ def event_bytes(event: Any) -> bytes:
     return event
 
 
+#: The jitter modes of :class:`RetryPolicy`: ``"full"`` waits a uniform random time up to the
+#: exponential delay, ``"equal"`` half the delay plus a uniform random time up to the other
+#: half, ``None`` exactly the delay.
+JITTER_MODES = (None, "full", "equal")
+
+
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff: ``initial_delay`` seconds, times ``multiplier`` after each attempt,
-    at most ``max_delay``; after ``attempts`` failed attempts the operation fails with
+    """Exponential backoff with jitter: the *ceiling* before retry ``n`` is ``initial_delay``
+    seconds times ``multiplier ** n``, at most ``max_delay`` (:meth:`delay`); the wait actually
+    taken (:meth:`backoff`) is that ceiling jittered by ``jitter`` with ``random_source`` (a
+    ``() -> float`` in ``[0, 1)``, default :func:`random.random`; inject a seeded one for
+    deterministic waits). After ``attempts`` failed attempts the operation fails with
     :class:`~pravega_wire.errors.RetriesExhaustedError`.
 
-    Java's writer uses 1 ms × 10 up to 20 s for 10 attempts; the default here caps each wait at
-    5 s, so that the waits of a dead cluster add up to about 21 s instead of Java's ~61 s.
-    :meth:`worst_case_wait` is that sum.
+    Java's writer uses 1 ms × 10 up to 20 s for 10 attempts, without jitter; the default here
+    caps each wait at 5 s, so that the waits of a dead cluster add up to at most about 21 s
+    instead of Java's ~61 s, and uses *equal* jitter: many clients that lost the same store do
+    not come back in lockstep, and each still waits at least half its delay. Jitter only
+    shortens a wait, so :meth:`worst_case_wait` (the sum of the ceilings) bounds every run.
+
+    :meth:`run` is the retry loop every client uses (the writer's and reader's reconnects, the
+    request/response and conditional clients).
     """
 
     initial_delay: float = 0.001
     multiplier: float = 10.0
     max_delay: float = 5.0
     attempts: int = 10
+    jitter: Optional[str] = "equal"
+    random_source: Callable[[], float] = dataclasses.field(
+        default=random.random, compare=False, repr=False)
 
     def __post_init__(self):
         if type(self.attempts) is not int:
@@ -295,9 +314,14 @@ class RetryPolicy:
                 or not 1 <= self.multiplier < float("inf")
                 or not 0 <= self.max_delay < float("inf")):
             raise ValueError(f"invalid retry policy: {self}")
+        if self.jitter not in JITTER_MODES:
+            raise ValueError(f"jitter must be one of {JITTER_MODES}, not {self.jitter!r}")
+        if not callable(self.random_source):
+            raise TypeError(f"random_source must be a () -> float callable, not "
+                            f"{self.random_source!r}")
 
     def delay(self, retry: int) -> float:
-        """The wait before retry number ``retry`` (0 for the first retry)."""
+        """The ceiling of the wait before retry number ``retry`` (0 for the first retry)."""
         if retry < 0:
             raise ValueError(f"retry number {retry} < 0")
         delay = self.initial_delay
@@ -307,37 +331,89 @@ class RetryPolicy:
                 break
         return min(delay, self.max_delay)
 
+    def backoff(self, retry: int) -> float:
+        """The wait before retry number ``retry``: :meth:`delay` with the policy's jitter (a
+        new random draw on each call)."""
+        ceiling = self.delay(retry)
+        if self.jitter is None or not ceiling:
+            return ceiling
+        fraction = self.random_source()
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"random_source returned {fraction!r}, not a number in [0, 1]")
+        if self.jitter == "full":
+            return ceiling * fraction
+        return ceiling / 2 + ceiling / 2 * fraction  # "equal"
+
     def delays(self) -> Iterator[float]:
-        """The wait before each attempt (the first one too, as Java's writer does)."""
+        """The ceiling of the wait before each attempt (the first one too, as Java's writer
+        waits)."""
         for attempt in range(self.attempts):
             yield self.delay(attempt)
 
     def worst_case_wait(self) -> float:
-        """The sum of every backoff wait: how long the policy sleeps before it gives up
+        """The sum of every backoff ceiling: the longest the policy sleeps before it gives up
         (attempt times come on top)."""
         return sum(self.delays())
 
     async def run(self, attempt: Callable[[], Awaitable[Any]], *,
                   retry_on: Callable[[BaseException], bool] = lambda e: True,
-                  what: str = "operation") -> Any:
-        """Call ``attempt`` until it succeeds, raises an error ``retry_on`` refuses, or the
-        attempts run out (then RetriesExhaustedError from the last error). The first attempt is
-        made at once; each retry waits :meth:`delay` first."""
-        last: Optional[BaseException] = None
-        for number in range(self.attempts):
-            if number:
-                await asyncio.sleep(self.delay(number - 1))
+                  what: str = "operation", failures: Optional["Failures"] = None,
+                  wait_first: bool = False) -> Any:
+        """Call ``attempt`` until it succeeds, raises an error ``retry_on`` refuses (that error
+        is raised), or the attempts run out (then RetriesExhaustedError from the last error).
+
+        The first attempt is made at once, unless ``wait_first`` (Java's writer waits
+        ``backoff(0)`` before its first connection attempt, ``backoff(n)`` before attempt
+        ``n``); otherwise each retry waits :meth:`backoff` of the number of failures before it.
+        ``failures`` counts the consecutive failures; pass one that outlives the call to count
+        failures across calls (a reader counts a lost flow as a failure too, and resets the
+        count on progress). ``retry_on`` is called with each failure before it counts, and may
+        act on it (log it, drop a cached location)."""
+        count = Failures() if failures is None else failures
+        while True:
+            if count.number >= self.attempts:
+                last = count.last
+                raise RetriesExhaustedError(
+                    f"{what} failed {count.number} times: {last!r}") from last
+            step = count.number if wait_first else count.number - 1
+            if step >= 0:
+                wait = self.backoff(step)
+                if wait:
+                    await asyncio.sleep(wait)
             try:
                 return await attempt()
             except Exception as e:  # noqa: BLE001 - the policy decides
                 if not retry_on(e):
                     raise
-                last = e
-        raise RetriesExhaustedError(f"{what} failed {self.attempts} times: {last!r}") from last
+                count.failed(e)
 
 
-class FlowListener:
-    """The listener a client hands the pool for one flow: it forwards the flow's replies and
+class Failures:
+    """The consecutive failures of one retried operation (see :meth:`RetryPolicy.run`): their
+    number and the last error."""
+
+    __slots__ = ("number", "last")
+
+    def __init__(self) -> None:
+        self.number = 0
+        self.last: Optional[BaseException] = None
+
+    def failed(self, error: BaseException) -> None:
+        self.number += 1
+        self.last = error
+
+    def reset(self) -> None:
+        """Progress was made: the next failure is the first again."""
+        self.number = 0
+        self.last = None
+
+    def __repr__(self) -> str:
+        return f"<Failures {self.number} last={self.last!r}>"
+
+
+class FlowRelay:
+    """The listener (a :class:`pravega_wire.connection.FlowListener`) a client hands the pool
+    for one flow: it forwards the flow's replies and
     its loss to the client while that flow is the client's current one, and nothing once the
     client has let go of it (``active = False``), so that a late callback from an abandoned
     flow can never be taken for one of the current flow."""
@@ -345,7 +421,7 @@ class FlowListener:
     __slots__ = ("_on_reply", "_on_lost", "active")
 
     def __init__(self, on_reply: Callable[[Any], None],
-                 on_lost: Callable[["FlowListener", BaseException], None]):
+                 on_lost: Callable[["FlowRelay", BaseException], None]):
         self._on_reply = on_reply
         self._on_lost = on_lost
         self.active = True
@@ -357,6 +433,11 @@ class FlowListener:
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         if self.active:
             self._on_lost(self, exc)
+
+
+#: Deprecated alias of :class:`FlowRelay` (its old name, which
+#: :class:`pravega_wire.connection.FlowListener`, the protocol it implements, also has).
+FlowListener = FlowRelay
 
 
 async def open_flow(opening: Awaitable[Any]) -> Any:

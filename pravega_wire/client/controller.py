@@ -1,6 +1,6 @@
 """An asyncio client for Pravega's controller (gRPC), and the routing-key hash.
 
-:class:`ControllerClient` speaks the controller subset of CONTROLLER.md to a real Pravega
+:class:`ControllerClient` speaks the controller subset of docs/controller.md to a real Pravega
 controller or to :class:`pravega_wire.server.controller.EmbeddedController`: scope and stream
 administration, the segments of a stream with their key ranges, segment-store endpoints (cached),
 successors, the head of a stream, and delegation tokens; stream configurations (scaling and

@@ -1,4 +1,4 @@
-"""Request/response over a pooled flow (Pravega's ``RawClient``, PROTOCOL.md §8), and the
+"""Request/response over a pooled flow (Pravega's ``RawClient``, docs/protocol.md §8), and the
 clients built on it: segment metadata and the conditional writer (§9.2).
 
 Requests that make Pravega's segment store close the whole connection are never sent on a
@@ -261,12 +261,9 @@ class RawClient:
     def reply_received(self, reply: Any) -> None:
         t = type(reply)
         if t is C.Hello:
-            if (reply.low_version > C.WIRE_VERSION
-                    or reply.high_version < C.OLDEST_COMPATIBLE_VERSION):
-                self._close(IncompatibleVersionError(
-                    f"{self.endpoint} speaks wire versions {reply.low_version}.."
-                    f"{reply.high_version}; this client speaks {C.OLDEST_COMPATIBLE_VERSION}.."
-                    f"{C.WIRE_VERSION}"))
+            mismatch = C.hello_mismatch(reply)
+            if mismatch is not None:
+                self._close(IncompatibleVersionError(f"{self.endpoint} {mismatch}"))
             else:
                 self.server_version = min(C.WIRE_VERSION, reply.high_version)
             return
@@ -449,7 +446,7 @@ class _SegmentClientBase:
 
 class MetadataClient(_SegmentClientBase):
     """Segment metadata: info, attributes (with compare-and-set), create, seal, truncate,
-    delete (PROTOCOL.md §8). Connection trouble, WrongHost and expired tokens are retried with
+    delete (docs/protocol.md §8). Connection trouble, WrongHost and expired tokens are retried with
     backoff on a fresh connection (RetriesExhaustedError when the policy gives up); other
     failure replies raise at once as typed errors (NoSuchSegmentError, SegmentSealedError,
     SegmentTruncatedError, AuthenticationError, ServerError)."""
@@ -517,7 +514,7 @@ class MetadataClient(_SegmentClientBase):
 
 
 class ConditionalWriter(_SegmentClientBase):
-    """Appends that succeed only at an expected segment length (PROTOCOL.md §9.2).
+    """Appends that succeed only at an expected segment length (docs/protocol.md §9.2).
 
     ``await write(data, expected_offset)`` is True when the event was appended at that offset
     (as an Event record: 8-byte header + data), False when the segment had another length (the

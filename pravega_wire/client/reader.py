@@ -55,7 +55,7 @@ from ..codec import split_events as _split_events
 from ..errors import (AuthenticationError, ConnectionClosedError, ConnectionFailedError,
                       IncompatibleVersionError, InvalidMessageError, RetriesExhaustedError,
                       SegmentTruncatedError, TimeoutError, TokenExpiredError, WrongHostError)
-from ._common import (CachingTokenProvider, FlowListener, RetryPolicy, SegmentLocator,
+from ._common import (CachingTokenProvider, Failures, FlowRelay, RetryPolicy, SegmentLocator,
                       TokenProvider, as_locator, no_token, open_flow, token_expiry)
 
 __all__ = ["SegmentReader", "EndOfSegment", "DEFAULT_BUFFER_SIZE", "DEFAULT_REPLY_TIMEOUT",
@@ -159,7 +159,7 @@ class SegmentReader:
         self._wanted = 0  # bytes the waiting caller needs buffered (may exceed buffer_size)
         self._error: Optional[BaseException] = None
         self._flow: Any = None
-        self._listener: Optional[FlowListener] = None
+        self._listener: Optional[FlowRelay] = None
         self._token = ""
         self._token_expired = False  # the next token asked for must be a fresh one
         # Ask the provider for every read (with ``no_token``, reads are sent at once with "").
@@ -171,8 +171,7 @@ class SegmentReader:
         self._token_task: Optional[asyncio.Future] = None  # asking for the outstanding read
         self._waiter: Optional[asyncio.Future] = None
         self._connector: Optional[asyncio.Task] = None
-        self._failures = 0  # consecutive failures since the last reply that made progress
-        self._last_failure: Optional[BaseException] = None
+        self._failures = Failures()  # consecutive, since the last reply that made progress
         self._closed = False
         #: Number of connections (flows) opened.
         self.connections = 0
@@ -551,41 +550,34 @@ class SegmentReader:
 
     async def _connect(self) -> None:
         try:
-            while True:
-                if self._failures:
-                    if self._failures >= self._retry.attempts:
-                        error = RetriesExhaustedError(
-                            f"reader of {self.segment} at offset {self._fetch_offset}: "
-                            f"{self._failures} attempts failed; last: {self._last_failure!r}")
-                        error.__cause__ = self._last_failure
-                        self._fail(error)
-                        return
-                    await asyncio.sleep(self._retry.delay(self._failures - 1))
-                try:
-                    await self._open()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - retried
-                    if isinstance(e, IncompatibleVersionError):  # no retry can fix that
-                        self._fail(e)
-                        return
-                    self._failures += 1
-                    self._last_failure = e
-                    self._locator.invalidate(self.segment)
-                    log.debug("reader %s: connecting failed: %r", self.segment, e)
-                    continue
-                break
+            await self._retry.run(
+                self._open, retry_on=self._open_failed, failures=self._failures,
+                what=f"reader of {self.segment} at offset {self._fetch_offset}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - retries exhausted, or not retryable
+            self._fail(e)
+            return
         finally:
             if self._connector is asyncio.current_task():
                 self._connector = None
         self._maybe_fetch()
+
+    def _open_failed(self, e: BaseException) -> bool:
+        """Whether a failed connection attempt is retried (after dropping the cached
+        location)."""
+        if isinstance(e, IncompatibleVersionError):  # no retry can fix that
+            return False
+        self._locator.invalidate(self.segment)
+        log.debug("reader %s: connecting failed: %r", self.segment, e)
+        return True
 
     async def _open(self) -> None:
         endpoint = await self._locator.get_endpoint(self.segment)
         if not self._token_per_read:  # else each read asks for its token
             self._token = await self._tokens(self.segment, self._token_expired)
             self._token_expired = False
-        listener = self._listener = FlowListener(self._on_reply, self._on_lost)
+        listener = self._listener = FlowRelay(self._on_reply, self._on_lost)
         flow = await open_flow(self._pool.open_flow(endpoint, listener))
         if not listener.active:  # lost while the flow was being opened
             flow.close()
@@ -616,13 +608,12 @@ class SegmentReader:
         # Ask where the segment lives afresh (Java asks the controller on every reconnect):
         # the store may be gone and the segment served elsewhere.
         self._locator.invalidate(self.segment)
-        self._failures += 1
-        self._last_failure = cause
+        self._failures.failed(cause)
         self._maybe_fetch()
 
     # ---- replies (through the flow's listener) ---------------------------------------------
 
-    def _on_lost(self, listener: FlowListener, exc: Optional[BaseException]) -> None:
+    def _on_lost(self, listener: FlowRelay, exc: Optional[BaseException]) -> None:
         self._lost(exc or ConnectionFailedError("connection lost"))
 
     def _on_reply(self, reply: Any) -> None:
@@ -638,7 +629,7 @@ class SegmentReader:
             # takes it for an empty SegmentRead with endOfSegment).
             if reply.offset in (self._outstanding, -1) and self._outstanding is not None:
                 self._answered()
-                self._failures = 0
+                self._failures.reset()
                 self._end = True
                 self._wake()
         elif t is C.SegmentIsTruncated:
@@ -687,12 +678,12 @@ class SegmentReader:
             log.debug("reader %s: offset %d is past the end (%d) of the sealed segment",
                       self.segment, offset, size)
             self._answered()
-            self._failures = 0
+            self._failures.reset()
             self._end = True
             self._wake()
             return
         # Within the segment, or past the end of an open one (held there like a tail read).
-        self._failures = 0
+        self._failures.reset()
         length, token = checking
         try:
             flow.send(C.ReadSegment(self.segment, offset, length, token, self.request_id))
@@ -706,7 +697,7 @@ class SegmentReader:
                 f"{self.segment}@{self._outstanding}"))
             return
         self._answered()
-        self._failures = 0
+        self._failures.reset()
         data = reply.data
         if type(data) is not memoryview:
             data = memoryview(data)

@@ -1,6 +1,6 @@
 """The segment writer: events to one segment, acknowledged, never lost, never duplicated.
 
-Behaviour follows Pravega's ``SegmentOutputStreamImpl`` (PROTOCOL.md §9.1):
+Behaviour follows Pravega's ``SegmentOutputStreamImpl`` (docs/protocol.md §9.1):
 
 - one random writer id per writer; its requests carry ``flow_id << 32`` of its current flow;
 - events get consecutive numbers (1, 2, …); a batch of k is one append numbered n+k;
@@ -38,7 +38,7 @@ from ..errors import (AuthenticationError, ConnectionClosedError, ConnectionFail
                       IncompatibleVersionError, InvalidMessageError, NoSuchSegmentError,
                       RetriesExhaustedError, SegmentSealedError, TimeoutError, TokenExpiredError,
                       WrongHostError)
-from ._common import (MAX_EVENT_SIZE, FlowListener, RetryPolicy, SegmentLocator, TokenProvider,
+from ._common import (MAX_EVENT_SIZE, FlowRelay, RetryPolicy, SegmentLocator, TokenProvider,
                       as_locator, event_bytes, no_token, open_flow)
 from .largeevents import LargeEventGate, is_large, large_event_bytes
 
@@ -281,7 +281,7 @@ class SegmentWriter:
         self._failure: Optional[BaseException] = None
         self._flow: Any = None
         self._append_event: Any = None  # the flow's one-event fast path, when it has one
-        self._listener: Optional[FlowListener] = None
+        self._listener: Optional[FlowRelay] = None
         self._setup: Optional[asyncio.Future] = None
         self._connector: Optional[asyncio.Task] = None
         self._drained: Optional[asyncio.Future] = None
@@ -594,44 +594,46 @@ class SegmentWriter:
             task.cancel()
 
     async def _connect_loop(self) -> None:
-        cause: Optional[BaseException] = None
         try:
-            for delay in self.config.retry.delays():
-                if delay:
-                    await asyncio.sleep(delay)
-                try:
-                    await asyncio.wait_for(self._connect_once(), self.config.setup_timeout)
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - every other failure is retried
-                    if self._state is not _CONNECTING:  # ready after all, or ended meanwhile
-                        return
-                    if isinstance(e, IncompatibleVersionError):  # no retry can fix that
-                        self._fail(e)
-                        return
-                    if isinstance(e, _ASYNC_TIMEOUTS) and not isinstance(e, TimeoutError):
-                        e = TimeoutError(f"connecting to {self.segment} took more than "
-                                         f"{self.config.setup_timeout} s")
-                    log.debug("writer %s: connection attempt failed: %r", self.segment, e)
-                    cause = e
-                    self._drop_flow()
-                    self._locator.invalidate(self.segment)
-            error = RetriesExhaustedError(
-                f"writer for {self.segment}: {self.config.retry.attempts} connection attempts "
-                f"failed; last: {cause!r}")
-            error.__cause__ = cause
-            self._fail(error)
+            await self.config.retry.run(
+                self._connect_attempt, retry_on=self._connect_failed, wait_first=True,
+                what=f"connecting the writer for {self.segment}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - retries exhausted, or not retryable
+            if self._state is _CONNECTING:  # else ready after all, or ended meanwhile
+                self._fail(e)
         finally:
             if self._connector is asyncio.current_task():
                 self._connector = None
+
+    async def _connect_attempt(self) -> None:
+        try:
+            await asyncio.wait_for(self._connect_once(), self.config.setup_timeout)
+        except _ASYNC_TIMEOUTS as e:
+            if isinstance(e, TimeoutError):
+                raise
+            raise TimeoutError(f"connecting to {self.segment} took more than "
+                               f"{self.config.setup_timeout} s") from None
+
+    def _connect_failed(self, e: BaseException) -> bool:
+        """Whether a failed connection attempt is retried (after dropping its flow and the
+        cached location)."""
+        if self._state is not _CONNECTING:  # ready after all, or ended meanwhile
+            return False
+        if isinstance(e, IncompatibleVersionError):  # no retry can fix that
+            return False
+        log.debug("writer %s: connection attempt failed: %r", self.segment, e)
+        self._drop_flow()
+        self._locator.invalidate(self.segment)
+        return True
 
     async def _connect_once(self) -> None:
         endpoint = await self._locator.get_endpoint(self.segment)
         token = await self._tokens(self.segment, self._token_expired)
         self._token_expired = False
         self._drop_flow()
-        listener = self._listener = FlowListener(self._on_reply, self._on_lost)
+        listener = self._listener = FlowRelay(self._on_reply, self._on_lost)
         if self.config.enable_connection_pooling:
             flow = await open_flow(self._pool.open_flow(endpoint, listener))
         else:
@@ -709,7 +711,7 @@ class SegmentWriter:
             self._connection_failed(ConnectionFailedError(
                 f"writer for {self.segment}: unexpected reply {reply!r}"))
 
-    def _on_lost(self, listener: FlowListener, exc: Optional[BaseException]) -> None:
+    def _on_lost(self, listener: FlowRelay, exc: Optional[BaseException]) -> None:
         # ``listener`` is active, so it is the current one (letting go deactivates it).
         self._connection_failed(exc or ConnectionFailedError("connection lost"))
 

@@ -1,4 +1,4 @@
-"""An embedded Pravega controller: the controller's gRPC service (CONTROLLER.md) over an
+"""An embedded Pravega controller: the controller's gRPC service (docs/controller.md) over an
 in-memory state model, for tests and for the embedded cluster.
 
 The controller owns the metadata (scopes, streams, their configurations, segments and key ranges)
@@ -19,10 +19,10 @@ Authentication (``auth=True``): every RPC must carry an ``authorization`` metada
 from ``credentials``) or ``Bearer <token>`` with a delegation token this controller issued and that
 has not expired. Anything else is answered with UNAUTHENTICATED. Delegation tokens are HS256 JWTs
 signed with :attr:`EmbeddedController.token_key`; segment stores check them with
-:func:`verify_token`. Without auth every delegation token is ``""``.
+:func:`~pravega_wire.server.tokens.verify_token` (:mod:`pravega_wire.server.tokens`, re-exported
+here). Without auth every delegation token is ``""``.
 
-gRPC is an optional dependency: this module imports it only when a controller is started, so the
-token helpers work without it.
+This module imports gRPC only when a controller is started.
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ import binascii
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
@@ -46,13 +44,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import ModuleType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pravega_wire.naming import (
     KVTABLE_SUFFIX, transaction_segment_name, txn_epoch, txn_id_bits, txn_id_from_bits,
 )
 from pravega_wire.server.placement import DEFAULT_CONTAINER_COUNT, store_index_of
 from pravega_wire.server.tables import MAX_FIXED_KEY_LENGTH
+# The token code lives in pravega_wire.server.tokens; these names stay importable from here.
+from pravega_wire.server.tokens import (  # noqa: F401 - re-exported
+    TokenCheck, _b64url, _b64url_decode, _token_body, issue_token as _issue_token, verify_token,
+)
 
 __all__ = [
     "DEFAULT_CONTAINER_COUNT", "DEFAULT_TOKEN_TTL", "MAX_SEGMENTS_PER_STREAM", "MAX_LEASE_MS",
@@ -83,15 +85,6 @@ _KB = 1024
 #: Scope and stream names: Pravega's user names (letters, digits, ``.`` and ``-``), optionally
 #: behind the ``_`` prefix of internal names, at most 255 characters.
 _NAME_RE = re.compile(r"_?[A-Za-z0-9.\-]{1,254}")
-
-_JWT_HEADER = {"alg": "HS256", "typ": "JWT"}
-
-#: Characters escaped in a token body so that its base64 is the same in the standard and the
-#: URL-safe alphabet (only ``>``, ``?`` and ``~`` can produce ``+``/``/`` or ``-``/``_`` from
-#: ASCII JSON). The Rust client decodes the body with the *standard* alphabet.
-_JSON_BASE64_SAFE = str.maketrans({">": "\\u003e", "?": "\\u003f", "~": "\\u007e"})
-
-TokenCheck = Literal["ok", "expired", "invalid"]
 
 
 class SegmentAdmin(Protocol):
@@ -150,14 +143,14 @@ class SegmentMeter(Protocol):
 
 def segment_name(scope: str, stream: str, segment_id: int) -> str:
     """The qualified name of a segment, ``<scope>/<stream>/<number>.#epoch.<epoch>``, from its
-    64-bit id ``(epoch << 32) | number`` (CONTROLLER.md §4.2; the epoch is always written)."""
+    64-bit id ``(epoch << 32) | number`` (docs/controller.md §4.2; the epoch is always written)."""
     return f"{scope}/{stream}/{segment_id & 0xFFFFFFFF}.#epoch.{segment_id >> 32}"
 
 
 def key_ranges(count: int) -> list[tuple[float, float]]:
     """The routing-key ranges of a new stream with ``count`` segments: segment ``i`` covers
     ``[i/count, (i+1)/count)``, each bound one division (never ``i * (1/count)``) and the last
-    upper bound exactly 1.0, as the Rust client requires (CONTROLLER.md §4.3)."""
+    upper bound exactly 1.0, as the Rust client requires (docs/controller.md §4.3)."""
     if count < 1:
         raise ValueError("a stream needs at least one segment")
     bounds = [i / count for i in range(count)] + [1.0]
@@ -165,79 +158,12 @@ def key_ranges(count: int) -> list[tuple[float, float]]:
 
 
 def _published_host(host: str) -> str:
-    """A host as the Rust client can parse and resolve it (CONTROLLER.md §4.4): ``localhost``
+    """A host as the Rust client can parse and resolve it (docs/controller.md §4.4): ``localhost``
     becomes ``127.0.0.1``; an IPv6 literal is bracketed with upper-case hex."""
     if host == "localhost":
         return "127.0.0.1"
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     return f"[{bare.upper()}]" if ":" in bare else host
-
-
-# ---- delegation tokens -----------------------------------------------------------------------
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64url_decode(text: str) -> bytes:
-    """Strict base64url decoding of an unpadded JWT part (``binascii.Error`` if malformed)."""
-    padded = text + "=" * (-len(text) % 4)
-    return base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
-
-
-def _token_body(claims: Mapping[str, Any]) -> bytes:
-    """JSON of ``claims`` whose base64 is alphabet-neutral and needs no padding."""
-    text = json.dumps(claims, separators=(",", ":"), ensure_ascii=True).translate(
-        _JSON_BASE64_SAFE)
-    return (text + " " * (-len(text) % 3)).encode("ascii")
-
-
-def _issue_token(key: bytes, scope: str, stream: str, ttl: float, now: float) -> str:
-    issued = int(now)
-    claims = {"sub": f"{scope}/{stream}", "aud": "segmentstore", "scope": scope,
-              "stream": stream, "iat": issued, "exp": issued + max(1, int(ttl))}
-    signing_input = _b64url(_token_body(_JWT_HEADER)) + "." + _b64url(_token_body(claims))
-    signature = hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return signing_input + "." + _b64url(signature)
-
-
-def verify_token(token: str, key: bytes, now: float | None = None, *,
-                 segment: str | None = None) -> TokenCheck:
-    """Check a delegation token issued by an :class:`EmbeddedController` holding ``key``.
-
-    Returns ``"ok"``, ``"expired"`` (well formed and correctly signed, but ``exp`` is not after
-    ``now``, default the current time), or ``"invalid"`` (anything else: not three base64url
-    parts, a bad signature, a body that is not a JSON object with an integer ``exp``). With
-    ``segment``, a token also counts as invalid unless it was issued for that segment's stream
-    (the segment's name starts with ``<scope>/<stream>/``; transaction, transient and table
-    segments of the stream included).
-
-    A segment store maps ``"invalid"`` to AuthTokenCheckFailed with TOKEN_CHECK_FAILED and
-    ``"expired"`` to TOKEN_EXPIRED; it should accept ``""`` only when auth is off.
-    """
-    parts = token.split(".")
-    if len(parts) != 3:
-        return "invalid"
-    header, body, signature = parts
-    try:
-        expected = hmac.new(key, f"{header}.{body}".encode("ascii"), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _b64url_decode(signature)):
-            return "invalid"
-        claims = json.loads(_b64url_decode(body))
-        header_claims = json.loads(_b64url_decode(header))
-    except (UnicodeError, binascii.Error, ValueError):
-        return "invalid"
-    if not isinstance(claims, dict) or not isinstance(header_claims, dict):
-        return "invalid"
-    expiry = claims.get("exp")
-    if header_claims.get("alg") != "HS256" or type(expiry) is not int:
-        return "invalid"
-    if segment is not None:
-        scope, stream = claims.get("scope"), claims.get("stream")
-        if (not isinstance(scope, str) or not isinstance(stream, str)
-                or not segment.startswith(f"{scope}/{stream}/")):
-            return "invalid"
-    return "ok" if expiry > (time.time() if now is None else now) else "expired"
 
 
 # ---- state model -----------------------------------------------------------------------------
@@ -379,7 +305,7 @@ def _rpc(method: _Handler) -> _Handler:
     """Wrap a servicer method: check authentication first, answer :class:`_Abort` with its
     status, and turn any unexpected exception into an explicit INTERNAL status (a raising
     servicer would answer UNKNOWN, which the Rust client retries for about a minute:
-    CONTROLLER.md pitfall 4)."""
+    docs/controller.md §4.1)."""
 
     @functools.wraps(method)
     async def wrapper(self: EmbeddedController, request: Any, context: Any) -> Any:
@@ -670,7 +596,7 @@ class EmbeddedController:
     def _page(self, names: Iterable[str], token: str) -> tuple[list[str], str]:
         """One page of sorted ``names`` after continuation ``token`` (the last name handed
         out; ``""`` = from the start), and the token for the next page. Past the end: an empty
-        page and the same token, so that a client's listing terminates (CONTROLLER.md §4.7)."""
+        page and the same token, so that a client's listing terminates (docs/controller.md §4.7)."""
         page = sorted(n for n in names if n > token)[:self.list_page_size]
         return page, (page[-1] if page else token)
 

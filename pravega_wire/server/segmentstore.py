@@ -1,4 +1,4 @@
-"""An embedded Pravega-compatible segment store: the wire protocol of PROTOCOL.md, served with
+"""An embedded Pravega-compatible segment store: the wire protocol of docs/protocol.md, served with
 asyncio over :mod:`pravega_wire.codec` and :class:`pravega_wire.appends.AppendDecoder`, on
 :class:`~pravega_wire.server.storage.Storage`.
 
@@ -6,7 +6,7 @@ Per connection, bytes go through ``FrameDecoder(server=True)`` → ``AppendDecod
 handlers below; replies are encoded and written once per loop iteration (after a group commit
 of the storage, so nothing is acknowledged before it is durable).
 
-What it does, as Pravega's segment store does (PROTOCOL.md §3.8, §4.6, §9):
+What it does, as Pravega's segment store does (docs/protocol.md §3.8, §4.6, §9):
 
 - Hello: replies ``Hello(17, 5)``, then closes the connection if the client's range does not
   overlap. KeepAlive is echoed.
@@ -14,7 +14,7 @@ What it does, as Pravega's segment store does (PROTOCOL.md §3.8, §4.6, §9):
   a segment attribute (the writer id), so that a writer reconnecting anywhere is deduplicated.
   Each append is applied atomically with that attribute and acknowledged with one cumulative
   DataAppended (previous event number, segment length after it). An append whose event number
-  is not above the stored one is a retransmission: acknowledged, not applied (CONTROLLER.md
+  is not above the stored one is a retransmission: acknowledged, not applied (docs/controller.md
   §5.4). An append whose writer attribute moved under it (another connection wrote for the same
   writer) gets InvalidEventNumber and the connection is closed. After a failed append (sealed,
   missing segment) the error is sent once and the writer forgotten; its next append on the
@@ -53,6 +53,7 @@ import collections
 import logging
 import os
 import struct
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -61,13 +62,13 @@ from .. import commands as C
 from ..appends import Append, AppendDecoder
 from ..codec import FrameDecoder, encode, encode_parts
 from ..errors import InvalidMessageError
-from .controller import verify_token
+from .tokens import verify_token
 from .faults import REPLY_ACTIONS, FaultPlan
 from .placement import DEFAULT_CONTAINER_COUNT, store_index_of
 from .rates import RateMeter
-from .storage import (NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, BadOffsetError, Segment,
-                      SegmentExistsError, SegmentSealedError, Storage, StorageError,
-                      WrongSegmentTypeError, transient_segment_name)
+from .storage import (NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, UnexpectedOffsetError, Segment,
+                      SegmentExistsError, SealedSegmentError, Storage, StorageError,
+                      SegmentTypeMismatchError, transient_segment_name)
 from .tables import (BadKeyVersionError, BadTableOffsetError, Entry, KeyNotFoundError,
                      TableArgumentError, TableError, TableFormatError, TableNotEmptyError,
                      TableUnsupportedError)
@@ -339,7 +340,7 @@ class _Connection(asyncio.Protocol):
         key = self.store.token_key
         if key is None:
             return False
-        check = verify_token(token, key, segment=segment)
+        check = verify_token(token, key, self.store.token_clock(), segment=segment)
         if check == "ok":
             return False
         expired = check == "expired"
@@ -412,9 +413,9 @@ class _Connection(asyncio.Protocol):
             self.send(C.Hello(4, 1))
             return
         self.send(C.Hello(C.WIRE_VERSION, C.OLDEST_COMPATIBLE_VERSION))
-        if cmd.low_version > C.WIRE_VERSION or cmd.high_version < C.OLDEST_COMPATIBLE_VERSION:
-            _LOG.warning("closing connection from %s: incompatible client versions %d..%d",
-                         self.peer, cmd.low_version, cmd.high_version)
+        mismatch = C.hello_mismatch(cmd)
+        if mismatch is not None:
+            _LOG.warning("closing connection from %s: the client %s", self.peer, mismatch)
             self.close()
 
     def _on_keep_alive(self, cmd: C.KeepAlive) -> None:
@@ -486,14 +487,14 @@ class _Connection(asyncio.Protocol):
         try:
             length = self.storage.append(segment, append.data, ((writer, event_number),),
                                          append.expected_length, append.event_count)
-        except BadOffsetError:
+        except UnexpectedOffsetError:
             self.send(C.ConditionalCheckFailed(writer, event_number, rid))
             return
-        except SegmentSealedError:
+        except SealedSegmentError:
             self.send(C.SegmentIsSealed(rid, append.segment, "", event_number))
             del self.writers[key]
             return
-        except WrongSegmentTypeError:
+        except SegmentTypeMismatchError:
             self._unsupported(rid, "appending data")
             del self.writers[key]
             return
@@ -676,10 +677,10 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.storage.truncate(segment, offset)
-        except BadOffsetError:  # the segment is unchanged: report its start, as Java does
+        except UnexpectedOffsetError:  # the segment is unchanged: report its start, as Java does
             self.send(C.SegmentIsTruncated(rid, name, segment.start_offset, "", offset))
             return
-        except WrongSegmentTypeError:
+        except SegmentTypeMismatchError:
             self._unsupported(rid, "truncateSegment")
             return
         self.send(C.SegmentTruncated(rid, name))
@@ -719,7 +720,7 @@ class _Connection(asyncio.Protocol):
                 return
         try:
             length = self.storage.merge(target, source)
-        except SegmentSealedError:
+        except SealedSegmentError:
             self.send(C.SegmentIsSealed(rid, source_name, "", -1))
             return
         except StorageError:
@@ -751,7 +752,7 @@ class _Connection(asyncio.Protocol):
                 continue
             try:
                 offsets.append(self.storage.merge(target, source))
-            except SegmentSealedError:
+            except SealedSegmentError:
                 self.send(C.SegmentIsSealed(rid, target_name, "", -1))
                 return
             except StorageError:
@@ -847,7 +848,7 @@ class _Connection(asyncio.Protocol):
         except TableError as exc:
             self._table_failure(exc, rid, name, "updateTableEntries", cmd.table_segment_offset)
             return
-        except SegmentSealedError:
+        except SealedSegmentError:
             self.send(C.SegmentIsSealed(rid, name, "", cmd.table_segment_offset))
             return
         self.send(C.TableEntriesUpdated(rid, versions))
@@ -865,7 +866,7 @@ class _Connection(asyncio.Protocol):
         except TableError as exc:
             self._table_failure(exc, rid, name, "removeTableKeys", cmd.table_segment_offset)
             return
-        except SegmentSealedError:
+        except SealedSegmentError:
             self.send(C.SegmentIsSealed(rid, name, "", cmd.table_segment_offset))
             return
         self.send(C.TableKeysRemoved(rid, name))
@@ -1000,7 +1001,8 @@ class SegmentStore:
     ``store_count`` stores this is number ``index``: it owns the segments
     :func:`~pravega_wire.server.placement.store_index_of` maps to it and answers WrongHost for
     the others. ``token_key`` turns delegation-token checking on (tokens from an
-    :class:`~pravega_wire.server.controller.EmbeddedController` with that key).
+    :class:`~pravega_wire.server.controller.EmbeddedController` with that key), against
+    ``token_clock`` (unix seconds; :func:`time.time` by default, an injected clock in tests).
     ``read_wait`` is how long a read at the tail is held before it is answered empty
     (:data:`DEFAULT_READ_WAIT`, Java's one minute; tests of the timeout pass less).
     ``faults`` is the store's :class:`FaultPlan` (an empty one by default; program it at any
@@ -1015,7 +1017,8 @@ class SegmentStore:
                  token_key: bytes | None = None, read_wait: float = DEFAULT_READ_WAIT,
                  faults: FaultPlan | None = None,
                  container_count: int = DEFAULT_CONTAINER_COUNT,
-                 rates: RateMeter | None = None):
+                 rates: RateMeter | None = None,
+                 token_clock: Callable[[], float] = time.time):
         if not 0 <= index < store_count:
             raise ValueError(f"store index {index} is not in [0, {store_count})")
         if not read_wait > 0:
@@ -1027,6 +1030,8 @@ class SegmentStore:
         self.store_count = store_count
         self.container_count = container_count
         self.token_key = token_key
+        #: The clock delegation tokens' expiry is checked against (settable at any time).
+        self.token_clock = token_clock
         self.read_wait = read_wait
         self.faults = faults if faults is not None else FaultPlan()
         self.stats: collections.Counter[str] = collections.Counter()

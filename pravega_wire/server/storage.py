@@ -45,8 +45,8 @@ from .tables import NO_OFFSET, Table
 
 __all__ = [
     "NULL_ATTRIBUTE_VALUE", "EVENT_COUNT", "STREAM", "TRANSIENT", "TABLE", "StorageError",
-    "SegmentExistsError", "SegmentNotFoundError", "SegmentSealedError", "BadOffsetError",
-    "WrongSegmentTypeError", "CorruptStorageError", "Segment", "Storage",
+    "SegmentExistsError", "SegmentNotFoundError", "SealedSegmentError", "UnexpectedOffsetError",
+    "SegmentTypeMismatchError", "CorruptStorageError", "Segment", "Storage",
     "transient_segment_name",
 ]
 
@@ -86,11 +86,11 @@ class SegmentNotFoundError(StorageError):
         self.segment = segment
 
 
-class SegmentSealedError(StorageError):
+class SealedSegmentError(StorageError):
     """The segment is sealed: it takes no more data."""
 
 
-class BadOffsetError(StorageError):
+class UnexpectedOffsetError(StorageError):
     """An offset the operation depends on is not the expected one: a conditional append whose
     expected offset is not the segment's length, or a truncation outside ``[start, length]``.
     ``expected_offset`` is what the segment has (its length, or its start offset)."""
@@ -101,12 +101,19 @@ class BadOffsetError(StorageError):
         self.offset = offset
 
 
-class WrongSegmentTypeError(StorageError):
+class SegmentTypeMismatchError(StorageError):
     """A byte operation on a table segment, or a table operation on a byte segment."""
 
 
 class CorruptStorageError(StorageError):
     """The data directory is inconsistent beyond what crash recovery repairs."""
+
+
+# Deprecated aliases: the old names of three storage errors, which are also the names of
+# different (client-side) errors in pravega_wire.errors.
+SegmentSealedError = SealedSegmentError
+BadOffsetError = UnexpectedOffsetError
+WrongSegmentTypeError = SegmentTypeMismatchError
 
 
 def transient_segment_name(parent: str, writer_id: uuid.UUID) -> str:
@@ -493,13 +500,13 @@ class Storage:
                expected_offset: int | None = None, event_count: int = 0) -> int:
         """Append ``data`` (bytes-like) and set ``attributes``, atomically; returns the new
         length. With ``expected_offset``, the append happens only if the segment's length is
-        exactly that (:class:`BadOffsetError` otherwise). ``event_count`` (the events ``data``
+        exactly that (:class:`UnexpectedOffsetError` otherwise). ``event_count`` (the events ``data``
         holds) is added to the :data:`EVENT_COUNT` attribute in the same change."""
         self._check_bytes(segment)
         if segment.sealed:
-            raise SegmentSealedError(f"segment {segment.name!r} is sealed")
+            raise SealedSegmentError(f"segment {segment.name!r} is sealed")
         if expected_offset is not None and expected_offset != segment.length:
-            raise BadOffsetError(
+            raise UnexpectedOffsetError(
                 f"segment {segment.name!r} has length {segment.length}, the append expected "
                 f"{expected_offset}", segment.length, expected_offset)
         view = _as_bytes_view(data)
@@ -553,15 +560,15 @@ class Storage:
         return True
 
     def truncate(self, segment: Segment, offset: int) -> None:
-        """Drop the data before ``offset``; :class:`BadOffsetError` unless
+        """Drop the data before ``offset``; :class:`UnexpectedOffsetError` unless
         ``start_offset ≤ offset ≤ length``."""
         self._check_bytes(segment)
         if offset > segment.length:
-            raise BadOffsetError(
+            raise UnexpectedOffsetError(
                 f"truncation offset {offset} is beyond the length {segment.length} of "
                 f"{segment.name!r}", segment.length, offset)
         if offset < segment.start_offset:
-            raise BadOffsetError(
+            raise UnexpectedOffsetError(
                 f"segment {segment.name!r} is already truncated at {segment.start_offset}",
                 segment.start_offset, offset)
         if offset == segment.start_offset:
@@ -597,7 +604,7 @@ class Storage:
         if target is source:
             raise StorageError("cannot merge a segment into itself")
         if target.sealed:
-            raise SegmentSealedError(f"segment {target.name!r} is sealed")
+            raise SealedSegmentError(f"segment {target.name!r} is sealed")
         for chunk in source.iter_data():
             target._write(chunk)
             if self._journal is not None:
@@ -661,18 +668,18 @@ class Storage:
     @staticmethod
     def _check_open(segment: Segment) -> None:
         if segment.sealed:
-            raise SegmentSealedError(f"segment {segment.name!r} is sealed")
+            raise SealedSegmentError(f"segment {segment.name!r} is sealed")
 
     @staticmethod
     def _table_of(segment: Segment) -> Table:
         if segment.table is None:
-            raise WrongSegmentTypeError(f"segment {segment.name!r} is not a table segment")
+            raise SegmentTypeMismatchError(f"segment {segment.name!r} is not a table segment")
         return segment.table
 
     @staticmethod
     def _check_bytes(segment: Segment) -> None:
         if segment.table is not None:
-            raise WrongSegmentTypeError(f"segment {segment.name!r} is a table segment")
+            raise SegmentTypeMismatchError(f"segment {segment.name!r} is a table segment")
 
     # ---- durability ---------------------------------------------------------------------------
 

@@ -5,9 +5,12 @@ its bound, and no task, socket or flow may be left behind.
 
 ::
 
-    python -m pravega_wire.soak --faults 1000 --seed 1          # what CI runs (tests/test_soak.py)
-    python -m pravega_wire.soak --faults 20000 --producers 12   # a long run
-    python -m pravega_wire.soak --help
+    python tests/soak.py --faults 1000 --seed 1          # what CI runs (tests/test_soak.py)
+    python tests/soak.py --faults 20000 --producers 12   # a long run
+    python tests/soak.py --help
+
+It is test machinery, not part of the installed package: it lives beside the tests that run it
+and needs the package installed (``pip install -e .``).
 
 The cluster: ``stores`` segment stores with a data directory (so that a restarted store recovers
 its segments) and delegation tokens on (see ``SoakConfig.token_ttl``), each
@@ -71,16 +74,16 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
-from . import commands as C
-from .client._common import RetryPolicy
-from .client.raw import ConditionalWriter, MetadataClient
-from .client.reader import EndOfSegment, SegmentReader
-from .client.writer import EventWriterConfig, SegmentWriter
-from .errors import PravegaWireError, SegmentSealedError, TimeoutError
-from .pool import ClientConfig, ConnectionPool
-from .server.cluster import EmbeddedCluster
-from .server.faultproxy import DOWNSTREAM, UPSTREAM, FaultProxy
-from .server.placement import store_index_of
+from pravega_wire import commands as C
+from pravega_wire.client._common import RetryPolicy
+from pravega_wire.client.raw import ConditionalWriter, MetadataClient
+from pravega_wire.client.reader import EndOfSegment, SegmentReader
+from pravega_wire.client.writer import EventWriterConfig, SegmentWriter
+from pravega_wire.errors import PravegaWireError, SegmentSealedError, TimeoutError
+from pravega_wire.pool import ClientConfig, ConnectionPool
+from pravega_wire.server.cluster import EmbeddedCluster
+from pravega_wire.server.faultproxy import DOWNSTREAM, UPSTREAM, FaultProxy
+from pravega_wire.server.placement import store_index_of
 
 __all__ = ["SoakConfig", "SoakReport", "run_soak", "FAULT_WEIGHTS", "main"]
 
@@ -124,7 +127,7 @@ class SoakConfig:
     max_pending_events: int = 400
     #: Lifetime of the delegation tokens (seconds). Long by default: a SegmentReader keeps the
     #: token it connected with, and the store's refusal of an expired one reaches no flow
-    #: (PROTOCOL.md §3.8), so each expiry on a live connection costs the reader a whole reply
+    #: (docs/protocol.md §3.8), so each expiry on a live connection costs the reader a whole reply
     #: timeout; ``--token-ttl 5`` shows such readers as stuck. Expiries are injected instead.
     token_ttl: int = 3600
     weights: Tuple[Tuple[str, float], ...] = tuple(FAULT_WEIGHTS.items())
@@ -147,7 +150,7 @@ _WRITER = EventWriterConfig(enable_connection_pooling=True, retry=_RETRY, setup_
 _REQUEST_TIMEOUT = 2.0
 _READ_TIMEOUT = 1.0
 #: Bound on one unanswered ReadSegment before the reader reconnects (a store refuses a read
-#: for an expired token with a reply no flow receives, PROTOCOL.md §3.8).
+#: for an expired token with a reply no flow receives, docs/protocol.md §3.8).
 _REPLY_TIMEOUT = 3.0
 #: Reads in a row that time out while data is there before a reader counts as stuck (no fault
 #: lasts this long: stalls and throttles end within 1.5 s, retries back off at most 0.5 s,
@@ -1068,7 +1071,7 @@ async def run_soak(config: SoakConfig = SoakConfig()) -> SoakReport:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pravega_wire.soak",
+    parser = argparse.ArgumentParser(prog="python tests/soak.py",
                                      description=__doc__.split("\n\n")[0])
     defaults = SoakConfig()
     parser.add_argument("--faults", type=int, default=defaults.faults,
