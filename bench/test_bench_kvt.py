@@ -20,7 +20,6 @@ import os
 
 import pytest
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client.controller import ControllerClient  # noqa: E402
 from pravega_wire.client.kvt import (  # noqa: E402

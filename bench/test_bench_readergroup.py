@@ -22,7 +22,6 @@ import itertools
 
 import pytest
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client.controller import ControllerClient  # noqa: E402
 from pravega_wire.client.events import EventStreamWriter  # noqa: E402

@@ -11,7 +11,6 @@ import asyncio
 import pytest
 import pytest_asyncio
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client.controller import (  # noqa: E402
     ControllerClient, ScalingPolicy, StreamConfiguration,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client.controller import (  # noqa: E402
     ControllerClient, RetentionPolicy, ScalingPolicy, StreamConfiguration,

@@ -10,7 +10,6 @@ import struct
 
 import pytest
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client.controller import ControllerError  # noqa: E402
 from pravega_wire.client.events import EventStreamWriter  # noqa: E402

@@ -24,7 +24,6 @@ except ImportError as exc:  # pragma: no cover - depends on the wheel
     print(f"test_interop_rust_readergroup: skipped, pravega_client cannot be imported: {exc!r}")
     pytestmark = pytest.mark.skip(reason=f"pravega_client cannot be imported: {exc!r}")
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client.controller import ControllerClient  # noqa: E402
 from pravega_wire.client.readergroup import ReaderGroupConfig, ReaderGroupManager  # noqa: E402

@@ -10,7 +10,6 @@ import contextlib
 
 import pytest
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire import commands as C  # noqa: E402
 from pravega_wire.client.controller import (  # noqa: E402

@@ -8,7 +8,6 @@ import struct
 
 import pytest
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client import EventWriterConfig, RetryPolicy  # noqa: E402
 from pravega_wire.client.controller import ControllerClient  # noqa: E402

@@ -10,7 +10,6 @@ import struct
 import pytest
 import pytest_asyncio
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client.controller import (  # noqa: E402
     ControllerClient, ControllerError, InvalidNameError, ReaderGroupRecord, ScopeNotFoundError,

@@ -8,7 +8,6 @@ import struct
 
 import pytest
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client.batch import BatchClient  # noqa: E402
 from pravega_wire.client.controller import StreamCut  # noqa: E402

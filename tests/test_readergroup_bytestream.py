@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("grpc", reason="the controller needs the grpc extra")
 
 from pravega_wire.client.bytestream import ByteStreamReader, ByteStreamWriter  # noqa: E402
 from pravega_wire.errors import SegmentTruncatedError  # noqa: E402
