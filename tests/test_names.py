@@ -16,8 +16,10 @@ import pravega_wire
 FACADES = ("pravega_wire.sync",)
 
 #: Known clashes left to the modules' owners (each one a gap, listed so that it stays visible):
-#: the controller client's ``Transaction`` record is the writer's ``TransactionInfo``.
-KNOWN = {"Transaction"}
+#: the controller client's ``Transaction`` record is the writer's ``TransactionInfo``. And on
+#: purpose: ``TableKey`` is both the wire record (``commands``) and a key-value table's key
+#: (``client.kvt``), as Java has ``WireCommands.TableKey`` and ``io.pravega.client.tables.TableKey``.
+KNOWN = {"Transaction", "TableKey"}
 
 
 def _modules():

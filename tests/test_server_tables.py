@@ -16,7 +16,7 @@ import pytest
 from pravega_wire import commands as C
 from pravega_wire.server.storage import TABLE, Storage
 from pravega_wire.server.tables import (
-    HEADER_LENGTH, NO_VERSION, NOT_EXISTS, BadKeyVersionError, BadTableOffsetError,
+    HEADER_LENGTH, NO_VERSION, NOT_EXISTS, KeyVersionMismatchError, BadTableOffsetError,
     KeyNotFoundError, Table, TableArgumentError, TableFormatError, TableUnsupportedError,
     key_hash, parse_records, serialize_removal, serialize_update)
 from test_server_support import SEGMENT, Wire, serving
@@ -94,9 +94,9 @@ def test_a_conditional_batch_applies_all_or_nothing():
     image = Image()
     (version,) = image.update((b"k", b"v", NOT_EXISTS))
     before = len(image.data)
-    with pytest.raises(BadKeyVersionError):
+    with pytest.raises(KeyVersionMismatchError):
         image.update((b"new", b"x", NO_VERSION), (b"k", b"w", version + 1))
-    with pytest.raises(BadKeyVersionError):  # table_insert_if_absent
+    with pytest.raises(KeyVersionMismatchError):  # table_insert_if_absent
         image.update((b"k", b"w", NOT_EXISTS))
     with pytest.raises(KeyNotFoundError):
         image.update((b"new", b"x", NO_VERSION), (b"missing", b"x", 0))
@@ -111,7 +111,7 @@ def test_removes_are_conditional_and_unconditional_removes_of_missing_keys_pass(
     # remove_table_keys_conditional
     image = Image()
     (version,) = image.update((b"k1", b"v1", NO_VERSION))
-    with pytest.raises(BadKeyVersionError):
+    with pytest.raises(KeyVersionMismatchError):
         image.remove((b"k1", 777))
     image.remove((b"k1", version))
     image.remove((b"k1", NO_VERSION))

@@ -69,7 +69,7 @@ from .rates import RateMeter
 from .storage import (NULL_ATTRIBUTE_VALUE, TABLE, TRANSIENT, UnexpectedOffsetError, Segment,
                       SegmentExistsError, SealedSegmentError, Storage, StorageError,
                       SegmentTypeMismatchError, transient_segment_name)
-from .tables import (BadKeyVersionError, BadTableOffsetError, Entry, KeyNotFoundError,
+from .tables import (KeyVersionMismatchError, BadTableOffsetError, Entry, KeyNotFoundError,
                      TableArgumentError, TableError, TableFormatError, TableNotEmptyError,
                      TableUnsupportedError)
 
@@ -777,7 +777,7 @@ class _Connection(asyncio.Protocol):
         """The reply Java's store sends for a refused table operation."""
         if isinstance(exc, KeyNotFoundError):
             self.send(C.TableKeyDoesNotExist(rid, name, ""))
-        elif isinstance(exc, BadKeyVersionError):
+        elif isinstance(exc, KeyVersionMismatchError):
             self.send(C.TableKeyBadVersion(rid, name, ""))
         elif isinstance(exc, BadTableOffsetError):
             self.send(C.SegmentIsTruncated(rid, name, exc.length, "", offset))

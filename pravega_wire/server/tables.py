@@ -34,7 +34,7 @@ Conditional batches (``key_version``): ``NO_VERSION`` (``Long.MIN_VALUE``) = unc
 ``NOT_EXISTS`` (−1) = the key must be absent, ``v ≥ 0`` = the key's current version must be
 ``v``. Every condition of a batch is checked before anything is applied; one failure applies
 nothing. A version ``≥ 0`` on a missing key is :class:`KeyNotFoundError` (TableKeyDoesNotExist),
-any other mismatch :class:`BadKeyVersionError` (TableKeyBadVersion). A batch may also be
+any other mismatch :class:`KeyVersionMismatchError` (TableKeyBadVersion). A batch may also be
 conditioned on the table's length (``table_offset`` ≠ −1): :class:`BadTableOffsetError`.
 
 Compaction (as Java's ``TableCompactor``, synchronous here): once the records from the start
@@ -54,7 +54,7 @@ from typing import NamedTuple
 __all__ = [
     "NO_VERSION", "NOT_EXISTS", "NO_OFFSET", "HEADER_LENGTH", "MAX_KEY_LENGTH",
     "MAX_VALUE_LENGTH", "MAX_FIXED_KEY_LENGTH", "TableError", "KeyNotFoundError",
-    "BadKeyVersionError", "BadTableOffsetError", "TableNotEmptyError", "TableArgumentError",
+    "KeyVersionMismatchError", "BadTableOffsetError", "TableNotEmptyError", "TableArgumentError",
     "TableUnsupportedError", "TableFormatError", "Entry", "Record", "Table", "serialize_update",
     "serialize_removal", "parse_records", "key_hash", "check_create_key_length",
 ]
@@ -105,8 +105,12 @@ class KeyNotFoundError(TableError):
     """A conditional update or removal named a version for a key that does not exist."""
 
 
-class BadKeyVersionError(TableError):
+class KeyVersionMismatchError(TableError):
     """A key's current version is not the one a conditional update or removal expected."""
+
+
+#: Deprecated name (the client's key-value-table error is ``BadKeyVersionError``).
+BadKeyVersionError = KeyVersionMismatchError
 
 
 class BadTableOffsetError(TableError):
@@ -546,12 +550,12 @@ class Table:
         current = self._live.get(key)
         if version == NOT_EXISTS:
             if current is not None:
-                raise BadKeyVersionError(f"key {key!r} exists (version {current.version})")
+                raise KeyVersionMismatchError(f"key {key!r} exists (version {current.version})")
             return
         if current is None:
             raise KeyNotFoundError(f"key {key!r} does not exist (expected version {version})")
         if current.version != version:
-            raise BadKeyVersionError(
+            raise KeyVersionMismatchError(
                 f"key {key!r} has version {current.version}, the request expected {version}")
 
     def __repr__(self) -> str:
