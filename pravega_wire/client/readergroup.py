@@ -44,6 +44,15 @@ position of the last event it returned (nothing is read twice).
             if read.event is not None:
                 handle(read.event)
 
+Auth. Every segment request (the state table segment, the segment readers, info requests)
+carries a delegation token from ``controller.get_delegation_token``, one cached per stream
+for the manager, its groups and their readers
+(:func:`~pravega_wire.client.stream.segment_token_provider`).
+The state's token is asked for its own stream, ``_RGstate<group>``: the embedded controller
+grants a token for any stream name. Pravega's controller maps an ``_RG<name>`` stream to the
+reader-group resource ``<name>`` (Java's ``StreamAuthParams``), so against it the state's
+token is checked against a group named ``state<group>``.
+
 Java's ``ReaderGroupManager``, ``ReaderGroup``, ``EventStreamReader`` and
 ``ReaderGroupState`` are the model; docs/controller.md describes the controller's RPCs.
 """
