@@ -3,6 +3,8 @@ as a file: seek, available, truncate, the tail offset, the end of a sealed strea
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 
@@ -11,7 +13,7 @@ from pravega_wire.client.bytestream import ByteStreamReader, ByteStreamWriter  #
 from pravega_wire.client.controller import ControllerClient  # noqa: E402
 from pravega_wire.pool import ClientConfig, ConnectionPool  # noqa: E402
 from pravega_wire.server import EmbeddedCluster  # noqa: E402
-from pravega_wire.errors import SegmentTruncatedError  # noqa: E402
+from pravega_wire.errors import RetriesExhaustedError, SegmentTruncatedError  # noqa: E402
 from test_readergroup import env  # noqa: E402,F401
 
 pytestmark = pytest.mark.asyncio
@@ -98,3 +100,25 @@ async def test_the_writer_reconnects_after_drops_and_loses_or_repeats_nothing():
             assert await out.fetch_tail_offset() == len(blob)  # nothing stored twice
         async with ByteStreamReader(pool, ctl, "sc", "drops") as src:
             assert await read_exactly(src, len(blob)) == blob
+
+
+async def test_a_writer_that_cannot_make_progress_fails_every_write_once():
+    """Every connection is dropped before its first append: the reconnects make no progress, so
+    the retries run out and each unacknowledged write fails with RetriesExhaustedError."""
+    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool(ClientConfig()) as pool:
+        await ctl.create_scope("sc")
+        await ctl.create_stream("sc", "dead", 1)
+        cluster.faults(0).drop_before_append(nth=1, every=1, times=None)
+        quick = RetryPolicy(initial_delay=0.001, multiplier=2, max_delay=0.01, attempts=4)
+        out = ByteStreamWriter(pool, ctl, "sc", "dead", retry=quick)
+        await out.write(b"lost")
+        await out.write(b"too")
+        futures = [future for _, _, future in out._pending]
+        with pytest.raises(RetriesExhaustedError):
+            await asyncio.wait_for(out.flush(), 30)
+        assert all(isinstance(f.exception(), RetriesExhaustedError) for f in futures)
+        assert out.connections >= 1
+        with pytest.raises(RetriesExhaustedError):
+            await out.write(b"after")
+        await out.close()

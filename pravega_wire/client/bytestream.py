@@ -35,7 +35,7 @@ from typing import Any
 from .. import commands as C
 from ..appends import Append
 from ..errors import ConnectionClosedError, ConnectionFailedError
-from ._common import FlowListener, RetryPolicy, event_bytes, open_flow
+from ._common import Failures, FlowListener, RetryPolicy, event_bytes, open_flow
 from .controller import segment_name
 from .raw import MetadataClient, _reply_error
 from .reader import EndOfSegment, SegmentReader
@@ -73,6 +73,8 @@ class ByteStreamWriter:
         self.writer_id = uuid.uuid4()
         self._max_outstanding = max_outstanding
         self._retry = retry
+        # Consecutive failures: failed attempts and flows lost; an acknowledgement resets them.
+        self._failures = Failures()
         self._flow: Any = None
         self._listener: FlowListener | None = None
         self._request_id = -1
@@ -117,7 +119,8 @@ class ByteStreamWriter:
             # A flow lost again while the old appends were re-sent needs another round.
             while self._flow is None and self._error is None:
                 await self._retry.run(self._attempt, what=f"connecting to {self.segment}",
-                                      retry_on=lambda e: isinstance(e, ConnectionFailedError))
+                                      retry_on=lambda e: isinstance(e, ConnectionFailedError),
+                                      failures=self._failures)
         except Exception as e:  # noqa: BLE001 - the writer's error, told to every write
             self._fail(e)
         finally:
@@ -175,6 +178,7 @@ class ByteStreamWriter:
             return
         if kind is C.DataAppended:
             self.acked_offset = max(self.acked_offset, reply.current_segment_write_offset)
+            self._failures.reset()
             self._acknowledge(reply.event_number)
             return
         if kind in (C.Hello, C.KeepAlive):
@@ -189,6 +193,7 @@ class ByteStreamWriter:
         if self._setup is not None and not self._setup.done():
             self._setup.set_exception(error)  # the connector's attempt fails and is retried
             return
+        self._failures.failed(error)  # a flow lost without progress counts as a failed try
         if self._connector is None:
             self._connector = asyncio.ensure_future(self._reconnect())
 
