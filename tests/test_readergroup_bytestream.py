@@ -122,3 +122,38 @@ async def test_a_writer_that_cannot_make_progress_fails_every_write_once():
         with pytest.raises(RetriesExhaustedError):
             await out.write(b"after")
         await out.close()
+
+
+async def test_wrong_host_and_an_expired_token_make_the_writer_reconnect():
+    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
+            ConnectionPool(ClientConfig()) as pool:
+        await ctl.create_scope("sc")
+        await ctl.create_stream("sc", "moves", 1)
+        segment = (await ctl.get_current_segments("sc", "moves"))[0].name
+        plan = cluster.faults(0)
+        rules = [
+            plan.fail_segment(segment, "wrong_host", commands={"SetupAppend"}, nth=2, times=1),
+            plan.fail_segment(segment, "token_expired", commands={"SetupAppend"}, nth=4,
+                              times=1),
+            plan.drop_after_append(nth=5, every=10, times=3)]
+        fast = RetryPolicy(initial_delay=0.005, multiplier=2, max_delay=0.2, attempts=30)
+        out = ByteStreamWriter(pool, ctl, "sc", "moves", retry=fast)
+        asked: list[bool] = []
+        fetch = out._tokens
+
+        async def tokens(name, expired):
+            asked.append(expired)
+            return await fetch(name, expired)
+        out._tokens = tokens
+        pieces = [b"%03d|" % i for i in range(60)]
+        async with out:
+            for i, piece in enumerate(pieces):
+                await out.write(piece)
+                if i % 3 == 0:
+                    await out.flush()  # appends one by one, so the faults meet them
+            await out.flush()
+        assert out.connections >= 3
+        assert [rule.fired for rule in rules] == [1, 1, 3]
+        assert True in asked  # the expired token was replaced
+        async with ByteStreamReader(pool, ctl, "sc", "moves") as src:
+            assert await read_exactly(src, len(b"".join(pieces))) == b"".join(pieces)

@@ -34,7 +34,9 @@ from typing import Any
 
 from .. import commands as C
 from ..appends import Append
-from ..errors import ConnectionClosedError, ConnectionFailedError
+from ..errors import (
+    ConnectionClosedError, ConnectionFailedError, TokenExpiredError, WrongHostError,
+)
 from ._common import Failures, FlowListener, RetryPolicy, event_bytes, open_flow
 from .controller import segment_name
 from .raw import MetadataClient, _reply_error
@@ -75,6 +77,7 @@ class ByteStreamWriter:
         self._retry = retry
         # Consecutive failures: failed attempts and flows lost; an acknowledgement resets them.
         self._failures = Failures()
+        self._token_expired = False  # the store refused the token as expired: fetch anew
         self._flow: Any = None
         self._listener: FlowListener | None = None
         self._request_id = -1
@@ -119,7 +122,9 @@ class ByteStreamWriter:
             # A flow lost again while the old appends were re-sent needs another round.
             while self._flow is None and self._error is None:
                 await self._retry.run(self._attempt, what=f"connecting to {self.segment}",
-                                      retry_on=lambda e: isinstance(e, ConnectionFailedError),
+                                      retry_on=lambda e: isinstance(
+                                          e, (ConnectionFailedError, WrongHostError,
+                                              TokenExpiredError)),
                                       failures=self._failures)
         except Exception as e:  # noqa: BLE001 - the writer's error, told to every write
             self._fail(e)
@@ -139,7 +144,8 @@ class ByteStreamWriter:
         self._flow, self._listener = flow, listener
         self._request_id = flow.flow_id << 32
         self._setup = asyncio.get_running_loop().create_future()
-        token = await self._tokens(self.segment, False)
+        token = await self._tokens(self.segment, self._token_expired)
+        self._token_expired = False
         flow.send(C.SetupAppend(self._request_id, self.writer_id, self.segment, token))
         setup = await self._setup
         self.connections += 1
@@ -183,7 +189,18 @@ class ByteStreamWriter:
             return
         if kind in (C.Hello, C.KeepAlive):
             return
-        self._fail(_reply_error(self.segment, reply))
+        if kind is C.WrongHost:  # the segment moved: locate it afresh and reconnect
+            invalidate = getattr(self._controller, "invalidate", None)
+            if invalidate is not None:
+                invalidate(self.segment)
+            self._on_lost(self._listener, WrongHostError(f"{self.segment} is not on this store"))
+            return
+        error = _reply_error(self.segment, reply)
+        if isinstance(error, TokenExpiredError):  # reconnect with a fresh token
+            self._token_expired = True
+            self._on_lost(self._listener, error)
+        else:
+            self._fail(error)
 
     def _on_lost(self, listener: Any, exc: BaseException | None) -> None:
         if listener is not self._listener or self._error is not None:
