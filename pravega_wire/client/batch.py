@@ -21,6 +21,7 @@ from ._common import RetryPolicy
 from .controller import StreamCut, _SegmentNaming
 from .raw import MetadataClient
 from .reader import EndOfSegment, SegmentReader
+from .stream import segment_token_provider
 
 __all__ = ["BatchClient", "SegmentRange"]
 
@@ -40,13 +41,16 @@ class SegmentRange(_SegmentNaming):
 class BatchClient:
     """Lists and reads the segment ranges of a stream. ``controller`` is a
     :class:`~pravega_wire.client.controller.ControllerClient` (it names the segments and locates
-    them); ``pool`` carries the reads. :meth:`close` releases the metadata connections."""
+    them and issues the delegation tokens, one cached per stream); ``pool`` carries the
+    reads. :meth:`close` releases the metadata connections."""
 
     def __init__(self, pool: Any, controller: Any, *, retry: RetryPolicy = RetryPolicy()):
         self._pool = pool
         self._controller = controller
         self._retry = retry
-        self._metadata = MetadataClient(pool, controller, retry=retry)
+        self._tokens = segment_token_provider(controller)
+        self._metadata = MetadataClient(pool, controller, retry=retry,
+                                        token_provider=self._tokens)
 
     async def __aenter__(self) -> BatchClient:
         return self
@@ -87,7 +91,8 @@ class BatchClient:
         """The events of ``segment_range`` in order (``timeout`` bounds the wait for each)."""
         async with SegmentReader(self._pool, self._controller, segment_range.name,
                                  offset=segment_range.start_offset,
-                                 end_offset=segment_range.end_offset, retry=self._retry) as reader:
+                                 end_offset=segment_range.end_offset, retry=self._retry,
+                                 token_provider=self._tokens) as reader:
             while True:
                 try:
                     event = await reader.read_event(timeout=timeout)

@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..pool import ClientConfig, ConnectionPool
-from ._common import CachingTokenProvider
 from .controller import (
     ControllerClient, ControllerError, RetentionPolicy, ScalingPolicy, SegmentWithRange,
-    StreamConfiguration, StreamCut, parse_segment_name, segment_name,
+    StreamConfiguration, StreamCut, segment_name,
 )
 from .raw import MetadataClient
+from .stream import segment_token_provider
 
 __all__ = ["StreamManager", "StreamInfo", "StreamConfiguration", "ScalingPolicy",
            "RetentionPolicy", "StreamCut"]
@@ -96,14 +96,9 @@ class StreamManager:
             if self._pool is None:
                 self._pool = ConnectionPool(ClientConfig())
             self._metadata = MetadataClient(self._pool, self.controller,
-                                            token_provider=CachingTokenProvider(self._token))
+                                            token_provider=segment_token_provider(
+                                                self.controller))
         return self._metadata
-
-    async def _token(self, segment: str, expired: bool) -> str:
-        """A fresh delegation token for the segment's stream (cached per stream by a
-        :class:`CachingTokenProvider` until it nears its expiry)."""
-        scope, stream, _ = parse_segment_name(segment)
-        return await self.controller.get_delegation_token(scope, stream)
 
     # ---- scopes ------------------------------------------------------------------------------
 

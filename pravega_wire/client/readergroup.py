@@ -44,6 +44,15 @@ position of the last event it returned (nothing is read twice).
             if read.event is not None:
                 handle(read.event)
 
+Auth. Every segment request (the state table segment, the segment readers, info requests)
+carries a delegation token from ``controller.get_delegation_token``, one cached per stream
+for the manager, its groups and their readers
+(:func:`~pravega_wire.client.stream.segment_token_provider`).
+The state's token is asked for its own stream, ``_RGstate<group>``: the embedded controller
+grants a token for any stream name. Pravega's controller maps an ``_RG<name>`` stream to the
+reader-group resource ``<name>`` (Java's ``StreamAuthParams``), so against it the state's
+token is checked against a group named ``state<group>``.
+
 Java's ``ReaderGroupManager``, ``ReaderGroup``, ``EventStreamReader`` and
 ``ReaderGroupState`` are the model; docs/controller.md describes the controller's RPCs.
 """
@@ -67,6 +76,7 @@ from .controller import (
 from .manager import controller_client
 from .raw import MetadataClient, _SegmentClientBase
 from .reader import EndOfSegment, SegmentReader
+from .stream import segment_token_provider
 
 __all__ = ["ReaderGroupManager", "ReaderGroup", "ReaderGroupConfig", "EventStreamReader",
            "EventRead", "Position", "Checkpoint", "ReaderGroupError", "ReaderOfflineError",
@@ -397,6 +407,9 @@ class ReaderGroupManager:
         self.controller, self._owns_controller = controller_client(controller, options)
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else ConnectionPool(ClientConfig())
+        #: The delegation tokens of every segment request of the manager, its groups and
+        #: their readers (one cached token per stream, the state's ``_RGstate<group>`` too).
+        self.tokens = segment_token_provider(self.controller)
         self._groups: list[ReaderGroup] = []
 
     async def __aenter__(self) -> ReaderGroupManager:
@@ -422,7 +435,7 @@ class ReaderGroupManager:
         (``createReaderGroup``: ScopeNotFoundError, InvalidNameError), then its state is
         created."""
         await self.controller.create_reader_group(config.to_record(self.scope, group))
-        table = _StateTable(self.pool, self.controller)
+        table = _StateTable(self.pool, self.controller, token_provider=self.tokens)
         try:
             segment = state_segment_name(self.scope, group)
             await table.create(segment)
@@ -447,7 +460,7 @@ class ReaderGroupManager:
         """Delete the group from the controller and its state (its readers fail at their
         next refresh): True if it existed."""
         recorded = await self.controller.delete_reader_group(self.scope, group)
-        table = _StateTable(self.pool, self.controller)
+        table = _StateTable(self.pool, self.controller, token_provider=self.tokens)
         try:
             return await table.delete(state_segment_name(self.scope, group)) or recorded
         finally:
@@ -485,7 +498,8 @@ class ReaderGroup:
         self.name = group
         self.controller = manager.controller
         self.pool = manager.pool
-        self._table = _StateTable(self.pool, self.controller)
+        self.tokens = manager.tokens
+        self._table = _StateTable(self.pool, self.controller, token_provider=self.tokens)
         self._sync = _Synchronizer(self._table, state_segment_name(self.scope, group))
         self._metadata: MetadataClient | None = None
 
@@ -564,7 +578,8 @@ class ReaderGroup:
         of the successors waiting to be read (segments not yet created are not counted)."""
         state = await self.state()
         if self._metadata is None:
-            self._metadata = MetadataClient(self.pool, self.controller)
+            self._metadata = MetadataClient(self.pool, self.controller,
+                                            token_provider=self.tokens)
         total = 0
         for segment, offset in _positions(state).items():
             info = await self._metadata.get_info(segment)
@@ -631,7 +646,7 @@ class EventStreamReader:
     def __init__(self, group: ReaderGroup, reader_id: str):
         self.group = group
         self.reader_id = reader_id
-        self._table = _StateTable(group.pool, group.controller)
+        self._table = _StateTable(group.pool, group.controller, token_provider=group.tokens)
         self._sync = _Synchronizer(self._table, group._sync.segment)
         self._owned: dict[str, _Owned] = {}
         self._generation = -1
@@ -919,7 +934,8 @@ class EventStreamReader:
     def _open(self, name: str, offset: int, end: int | None) -> None:
         group = self.group
         self._owned[name] = _Owned(SegmentReader(group.pool, group.controller, name,
-                                                 offset=offset, end_offset=end), offset)
+                                                 offset=offset, end_offset=end,
+                                                 token_provider=group.tokens), offset)
 
     async def _reopen(self, name: str, offset: int) -> None:
         """The segment was truncated before the reader's offset: go on from its start."""

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..routing import KeyRanges, hash_routing_key
 from ._common import CachingTokenProvider
-from .controller import SegmentWithRange
+from .controller import SegmentWithRange, parse_segment_name
 from .reader import SegmentReader
 from .writer import EventWriterConfig, SegmentWriter
 
@@ -30,6 +30,17 @@ ROUTING_CACHE_SIZE = 4096
 def _token_provider(controller: Any, scope: str, stream: str) -> CachingTokenProvider:
     """The stream's delegation tokens from ``controller.get_delegation_token``, cached."""
     async def fetch(segment: str, expired: bool) -> str:
+        return await controller.get_delegation_token(scope, stream)
+    return CachingTokenProvider(fetch)
+
+
+def segment_token_provider(controller: Any) -> CachingTokenProvider:
+    """Delegation tokens for any segment, each from ``controller.get_delegation_token`` for
+    the stream its qualified name names (a table segment's or a reader group's state
+    ``_RGstate<group>`` stream included), cached per stream. With auth off the controller
+    answers ``""`` once per stream, which is kept."""
+    async def fetch(segment: str, expired: bool) -> str:
+        scope, stream, _ = parse_segment_name(segment)
         return await controller.get_delegation_token(scope, stream)
     return CachingTokenProvider(fetch)
 
