@@ -4,6 +4,7 @@ again, and it keeps a segment writer only for segments it routes to."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 import pytest
@@ -95,3 +96,30 @@ async def test_the_writers_routes_and_lanes_stay_bounded_as_scales_accumulate(en
         name = f"sc/st/{segment_id & 0xFFFFFFFF}.#epoch.{segment_id >> 32}"
         stored += [struct.unpack(">I", data)[0] for data in await read_sealed(pool, ctl, name)]
     assert sorted(stored) == list(range(written))
+
+
+@pytest.mark.asyncio
+async def test_a_flush_while_connecting_does_not_wait_for_the_batch_timer(env, monkeypatch):
+    """Events written to a writer still connecting (as re-routed events are, to a successor's
+    new writer) are resent once SetupAppend is answered; a flush waiting for them closes the
+    append block then instead of leaving them to the batch timer (an hour here, so the flush
+    could not finish without it)."""
+    import pravega_wire.connection as connection
+    from pravega_wire.client.writer import SegmentWriter
+
+    cluster, ctl, pool = env
+    await ctl.create_stream("sc", "st", 1)
+    (segment,) = await ctl.get_current_segments("sc", "st")
+    monkeypatch.setattr(connection, "BATCH_INTERVAL", 3600.0)
+    ready = await SegmentWriter.open(pool, ctl, segment.name)
+    for _ in range(2000):  # acknowledged appends: the flow's batch-size tracker opens blocks
+        ready.write_nowait(b"r" * 100)
+    await asyncio.wait_for(ready.flush(), 30)
+    connecting = SegmentWriter(pool, ctl, segment.name)
+    for _ in range(2000):
+        connecting.write_nowait(b"c" * 100)
+    assert connecting.state != "ready"
+    await asyncio.wait_for(connecting.flush(), 30)
+    assert connecting.acked_events == 2000
+    await connecting.close()
+    await ready.close()
