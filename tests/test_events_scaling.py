@@ -8,13 +8,10 @@ import asyncio
 import struct
 
 import pytest
-import pytest_asyncio
 
-from pravega_wire.client.controller import ControllerClient, SegmentWithRange
+from pravega_wire.client.controller import SegmentWithRange
 from pravega_wire.client.events import EventStreamWriter, KeyRouter
-from pravega_wire.pool import ClientConfig, ConnectionPool
-from pravega_wire.server import EmbeddedCluster
-from test_controller_writers import read_sealed
+from test_controller_writers import env, read_sealed  # noqa: F401 - env is a fixture
 
 KEYS = [f"key-{i}" for i in range(24)]
 
@@ -57,14 +54,6 @@ def test_joining_keeps_routes_of_different_segments_apart():
     router.replace(3, [seg(4, 0.0, 0.5)])
     assert router.route_count == 2           # 4 (0-0.5) and 1 (0.5-1)
     assert [s.segment_id for s in router.segments] == [4, 1]
-
-
-@pytest_asyncio.fixture
-async def env():
-    async with EmbeddedCluster(1) as cluster, ControllerClient(cluster.controller_uri) as ctl, \
-            ConnectionPool(ClientConfig()) as pool:
-        await ctl.create_scope("sc")
-        yield cluster, ctl, pool
 
 
 @pytest.mark.asyncio
