@@ -106,6 +106,28 @@ class KeyRouter:
                     kept.append(_Route(low, high, successor))
         self._routes = kept
         self._sort()
+        self._coalesce()
+
+    def _coalesce(self) -> None:
+        """Join adjacent routes to one segment, so that there are never more routes than
+        segments routed to, however many scales the routes went through (a segment split
+        again after a merge at another point would otherwise leave its pieces behind)."""
+        joined: list[_Route] = []
+        for route in self._routes:
+            last = joined[-1] if joined else None
+            if last is not None and last.segment.segment_id == route.segment.segment_id \
+                    and last.max_key == route.min_key:
+                joined[-1] = _Route(last.min_key, route.max_key, route.segment)
+            else:
+                joined.append(route)
+        if len(joined) != len(self._routes):
+            self._routes = joined
+            self._max_keys = [route.max_key for route in joined]
+
+    @property
+    def route_count(self) -> int:
+        """The number of key ranges routed (at most the number of segments routed to)."""
+        return len(self._routes)
 
 
 #: A lane drops the keys of acknowledged events every this many events (so it keeps at most

@@ -731,6 +731,9 @@ class SegmentWriter:
         self._setup = None
         self._state = _READY
         setup.set_result(None)
+        drained = self._drained
+        if drained is not None and not drained.done():
+            self._close_block()  # a flush waits for what was resent: not for the batch timer
         if self._inflight and self._watchdog is None:
             self._arm_watchdog()
 
