@@ -15,6 +15,7 @@ Two kinds of peer:
 from __future__ import annotations
 
 import asyncio
+import sys
 import contextlib
 import uuid
 
@@ -375,7 +376,8 @@ async def test_read_event_timeout_leaves_the_held_read_for_the_next_call():
             for _ in range(3):
                 with pytest.raises(TimeoutError) as info:
                     await reader.read_event(timeout=0.3)
-                assert isinstance(info.value, asyncio.TimeoutError)
+                # one class with the builtin since Python 3.11 (SegmentReader's docstring says so)
+                assert isinstance(info.value, asyncio.TimeoutError) or sys.version_info < (3, 11)
             assert store.stats["ReadSegment"] == reads  # still the one held read
             async with SegmentWriter(pool, store.endpoint, segment) as writer:
                 await writer.write(b"second")
