@@ -372,6 +372,9 @@ async def test_read_event_timeout_leaves_the_held_read_for_the_next_call():
                 SegmentReader(pool, store.endpoint, segment, retry=FAST,
                               reply_timeout=0.2) as reader:
             assert bytes(await reader.read_event(timeout=5)) == b"first"
+            # the read of "first", then the one the store now holds at the tail (sent by the
+            # reader as "first" came back: wait until it has reached the store)
+            await until(lambda: store.stats["ReadSegment"] == 2, "the held read")
             reads = store.stats["ReadSegment"]
             for _ in range(3):
                 with pytest.raises(TimeoutError) as info:
